@@ -188,3 +188,40 @@ def write_panels_png(path: str | os.PathLike, panels: Sequence[Panel], title: st
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
+
+
+def write_map_coefficients_mtz(path: str | os.PathLike, columns: Sequence[tuple],
+                               history: Sequence[str] = ()) -> None:
+    """Atomically write complex miller arrays as amplitude/phase column pairs of one MTZ.
+
+    ``columns`` holds (complex array, amplitude label, phase label) triples; phases are written
+    in degrees (MTZ type P), amplitudes as type F.
+    """
+    dataset = None
+    for array, amplitude_label, phase_label in columns:
+        amplitudes = abs(array).set_observation_type_xray_amplitude()
+        phases = array.phases(deg=True)
+        if dataset is None:
+            dataset = amplitudes.as_mtz_dataset(column_root_label=amplitude_label,
+                                                column_types="F")
+        else:
+            dataset.add_miller_array(amplitudes, column_root_label=amplitude_label,
+                                     column_types="F")
+        dataset.add_miller_array(phases, column_root_label=phase_label, column_types="P")
+    mtz = dataset.mtz_object()
+    for line in history:
+        mtz.add_history(line[:80])
+    write_with(path, lambda tmp: mtz.write(file_name=tmp))
+
+
+def write_cell_map_ccp4(path: str | os.PathLike, real_map: np.ndarray, unit_cell, space_group,
+                        title: str) -> None:
+    """Atomically write a float32 map covering the whole unit cell as a CCP4 map."""
+    import iotbx.ccp4_map
+    from cctbx.array_family import flex
+
+    data = flex.float(np.ascontiguousarray(real_map, dtype=np.float32))
+    labels = flex.std_string([title[:80]])
+    write_with(path, lambda tmp: iotbx.ccp4_map.write_ccp4_map(
+        file_name=tmp, unit_cell=unit_cell, space_group=space_group,
+        map_data=data.as_double(), labels=labels))

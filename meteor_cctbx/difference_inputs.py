@@ -1,0 +1,121 @@
+"""Inputs of the difference-map programs (diffmap, phaseboost): which file is which, reading
+amplitudes and phases, resolution cuts, isomorphism checks, model structure factors, and the
+data summary for the log and the run record."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from cctbx import miller
+from libtbx.utils import Sorry
+
+from meteor_cctbx import reflections
+from meteor_cctbx.model_phases import (ModelStructureFactors, load_model,
+                                       model_structure_factors)
+
+
+@dataclass
+class DifferenceInputs:
+    """Amplitudes of both data sets (resolution-cut) and the native phases, ready to scale."""
+
+    derivative: miller.array
+    native: miller.array
+    phases: miller.array  # complex: F_model, FC/PHIC from a file, or unit-modulus phases
+    model_phases: ModelStructureFactors | None
+    files: dict
+    summary: dict = field(default_factory=dict)
+
+
+def resolve_files(params, reflection_files: Sequence[str], model_files: Sequence[str]
+                  ) -> dict:
+    """Decide the derivative, native, phases and model files from PHIL and positional files.
+
+    The first reflection file is the derivative, the second the native, unless
+    derivative.file_name / native.file_name say otherwise.
+    """
+    remaining = list(reflection_files)
+    derivative = params.derivative.file_name or (remaining.pop(0) if remaining else None)
+    native = params.native.file_name or (remaining.pop(0) if remaining else None)
+    remaining = [f for f in remaining if f not in (derivative, native)]
+    if derivative is None:
+        raise Sorry("No reflection files given: give the derivative and the native files "
+                    "(meteor.diffmap derivative.mtz native.mtz model.pdb).")
+    if native is None:
+        raise Sorry(f"Only one reflection file ({derivative}) given: give the native file too, "
+                    f"or native.file_name={derivative} with native.labels=... when both data "
+                    f"sets are in it.")
+    if remaining:
+        raise Sorry(f"Too many reflection files: {' '.join(remaining)} unused; give exactly "
+                    f"the derivative and the native.")
+    if not reflections.normalise_labels(params.phases.labels) and params.phases.file_name:
+        raise Sorry(f"phases.file_name={params.phases.file_name} given without phases.labels: "
+                    f"name the phase columns, e.g. phases.labels=FC,PHIC.")
+    model = params.model.file_name or (model_files[0] if model_files else None)
+    if len(model_files) > 1 and not params.model.file_name:
+        raise Sorry(f"Several models given ({' '.join(model_files)}): give one, or choose "
+                    f"with model.file_name=...")
+    uses_column_phases = bool(reflections.normalise_labels(params.phases.labels))
+    if model is None and not uses_column_phases:
+        raise Sorry("No model given: give the native model (PDB/mmCIF) for phases, or "
+                    "phases.labels=... to take native phases from a column.")
+    if (derivative == native and not (reflections.normalise_labels(params.derivative.labels)
+                                      and reflections.normalise_labels(params.native.labels))):
+        raise Sorry(f"Derivative and native both come from {derivative}: give "
+                    f"derivative.labels=... and native.labels=... to say which columns are "
+                    f"which.")
+    return {"derivative": derivative, "native": native,
+            "phases": (params.phases.file_name or native) if uses_column_phases else None,
+            "model": None if uses_column_phases and not params.model.file_name else model}
+
+
+def load_difference_inputs(params, files: dict, log) -> DifferenceInputs:
+    """Read and check everything the difference programs need; print the data summary."""
+    arrays_by_file: dict[str, list[miller.array]] = {}
+
+    def arrays_of(path: str) -> list[miller.array]:
+        if path not in arrays_by_file:
+            arrays_by_file[path] = reflections.read_miller_arrays(path)
+        return arrays_by_file[path]
+
+    def amplitudes(role: str, path: str, labels) -> miller.array:
+        array = reflections.select_amplitudes(arrays_of(path), path, labels, role, log)
+        return reflections.resolution_cut(array, params.d_min, params.d_max, path)
+
+    print("Data:", file=log)
+    derivative = amplitudes("Derivative", files["derivative"], params.derivative.labels)
+    native = amplitudes("Native", files["native"], params.native.labels)
+    cell_difference = reflections.check_isomorphous(
+        derivative, native, params.isomorphism.max_cell_difference, files["derivative"],
+        files["native"])
+    summary = {"derivative": reflections.data_summary(derivative),
+               "native": reflections.data_summary(native),
+               "cell_difference_percent": cell_difference}
+    for role in ("derivative", "native"):
+        s = summary[role]
+        print(f"  {role:10s} {s['space_group']:12s} cell {' '.join(f'{p:.2f}' for p in s['unit_cell'])}"
+              f"  {s['d_max']:.2f}-{s['d_min']:.2f} A  {s['n_reflections']} reflections  "
+              f"completeness {100 * s['completeness']:.1f} %", file=log)
+    print(f"  largest cell difference {cell_difference:.2f} %", file=log)
+
+    model_phases = None
+    if files["phases"] is not None:
+        phases = reflections.load_phases(files["phases"], params.phases.labels)
+        print(f"  Phases: {files['phases']} labels "
+              f"{','.join(reflections.normalise_labels(params.phases.labels))}", file=log)
+    else:
+        start = time.perf_counter()
+        model = load_model(files["model"], native.crystal_symmetry(),
+                           params.isomorphism.max_cell_difference, log)
+        model_phases = model_structure_factors(model, native, params.model.scattering_table,
+                                               params.model.bulk_solvent)
+        phases = model_phases.f_model
+        summary["model"] = model_phases.as_dict()
+        print(f"  Model: {files['model']} ({model_phases.n_atoms} atoms, "
+              f"{params.model.scattering_table} table, bulk solvent "
+              f"{'on' if params.model.bulk_solvent else 'off'}): R(native, F_model) = "
+              f"{model_phases.r_work:.3f}  ({time.perf_counter() - start:.1f} s)", file=log)
+    return DifferenceInputs(derivative, native, phases, model_phases,
+                            {k: (str(Path(v)) if v else None) for k, v in files.items()},
+                            summary)

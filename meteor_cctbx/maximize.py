@@ -1,0 +1,122 @@
+"""One-dimensional maximisation that records every evaluated point.
+
+The search is a coarse scan followed by bracket refinement: after the scan, the best point and
+its two neighbours bracket the maximum.  Each round evaluates one point: the vertex of the
+parabola through the best point and its neighbours when that vertex lies inside the bracket and
+away from the points already there, else the midpoint of the bracket's larger half.  It stops
+when the bracket is narrower than ``tolerance``.  With ``log_scale`` the search runs on log10 of the parameter.  No point is evaluated
+twice.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+
+@dataclass
+class ScanPoint:
+    """One evaluation: the parameter value, its score and the seconds it took."""
+
+    parameter: float
+    score: float
+    seconds: float
+
+
+@dataclass
+class ScanResult:
+    """All evaluations of a maximisation, in evaluation order, and the best of them."""
+
+    name: str
+    points: list[ScanPoint] = field(default_factory=list)
+
+    @property
+    def best(self) -> ScanPoint:
+        finite = [p for p in self.points if math.isfinite(p.score)]
+        if not finite:
+            raise ValueError(f"no finite score in the {self.name} scan")
+        return max(finite, key=lambda p: (p.score, -p.parameter))
+
+    def as_dict(self) -> dict:
+        best = self.best
+        return {"name": self.name, "best_parameter": best.parameter, "best_score": best.score,
+                "points": [{"parameter": p.parameter, "score": p.score, "seconds": p.seconds}
+                           for p in self.points]}
+
+
+def maximize_scalar(score: Callable[[float], float], lower: float, upper: float, *,
+                    name: str = "parameter", n_coarse: int = 9, log_scale: bool = False,
+                    tolerance: float = 0.01, max_rounds: int = 20,
+                    extra_points: Sequence[float] = (),
+                    report: Callable[[ScanPoint], None] | None = None) -> ScanResult:
+    """Maximise ``score(x)`` for x in [lower, upper].
+
+    ``tolerance`` is the final bracket width in the search variable (x, or log10 x with
+    ``log_scale``).  ``extra_points`` are evaluated with the coarse scan (e.g. x = 0 on a log
+    scale).  ``report`` is called with every new point (progress logging).
+    """
+    if not lower < upper:
+        raise ValueError(f"{name}: empty search interval [{lower}, {upper}]")
+    if log_scale and lower <= 0:
+        raise ValueError(f"{name}: a log-scale search needs a positive lower bound")
+    to_x = (lambda u: 10.0 ** u) if log_scale else (lambda u: u)
+    lo, hi = (math.log10(lower), math.log10(upper)) if log_scale else (lower, upper)
+    result = ScanResult(name=name)
+    scores: dict[float, float] = {}
+
+    def timed(x: float) -> ScanPoint:
+        start = time.perf_counter()
+        value = float(score(x))
+        return ScanPoint(x, value if math.isfinite(value) else -math.inf,
+                         time.perf_counter() - start)
+
+    def evaluate(us: Sequence[float]) -> None:
+        new = sorted({round(u, 12) for u in us} - scores.keys())
+        for u in new:
+            point = timed(to_x(u))
+            scores[u] = point.score
+            record(point)
+
+    def record(point: ScanPoint) -> None:
+        result.points.append(point)
+        if report is not None:
+            report(point)
+
+    outside = [x for x in extra_points if log_scale and x <= 0]  # e.g. "no denoising", x = 0
+    for x in outside:
+        record(timed(x))
+    evaluate(list(np.linspace(lo, hi, n_coarse)) +
+             [math.log10(x) if log_scale else x for x in extra_points if x not in outside])
+
+    for _ in range(max_rounds):
+        grid = sorted(scores)
+        i = max(range(len(grid)), key=lambda j: (scores[grid[j]], -grid[j]))
+        left, best, right = grid[max(i - 1, 0)], grid[i], grid[min(i + 1, len(grid) - 1)]
+        if right - left <= tolerance:
+            break
+        vertex = None
+        if left < best < right:
+            vertex = parabola_vertex((left, scores[left]), (best, scores[best]),
+                                     (right, scores[right]))
+        if vertex is None or not left < vertex < right or \
+                min(abs(vertex - left), abs(vertex - right), abs(vertex - best)) < tolerance / 2:
+            vertex = (left + best) / 2 if best - left > right - best else (best + right) / 2
+        evaluate([vertex])
+    return result
+
+
+def parabola_vertex(a: tuple[float, float], b: tuple[float, float], c: tuple[float, float]
+                    ) -> float | None:
+    """Abscissa of the maximum of the parabola through three points, None if it has none."""
+    (x1, y1), (x2, y2), (x3, y3) = a, b, c
+    denominator = (x2 - x1) * (y2 - y3) - (x2 - x3) * (y2 - y1)
+    if denominator == 0:
+        return None
+    numerator = (x2 - x1) ** 2 * (y2 - y3) - (x2 - x3) ** 2 * (y2 - y1)
+    curvature_sign = (y1 - y2) * (x3 - x2) + (y3 - y2) * (x2 - x1)
+    if curvature_sign >= 0:  # not concave: no maximum
+        return None
+    return x2 - 0.5 * numerator / denominator

@@ -1,0 +1,122 @@
+"""Model structure factors for phasing and scaling: F_model = F_calc + k_mask * F_mask.
+
+The model's structure factors come from cctbx with the chosen scattering table; the flat bulk
+solvent (mmtbx.f_model, mask from the model) and overall scales are fitted against the native
+amplitudes, and F_model is returned without those overall scales, on the absolute scale of the
+model.  Phases are those of F_model (radians inside numpy, degrees in files).
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+import iotbx.pdb
+import mmtbx.f_model
+import mmtbx.model
+from cctbx import crystal, miller
+from cctbx.array_family import flex
+from libtbx import Auto
+from libtbx.utils import Sorry, null_out
+
+from meteor_cctbx.file_checks import check_input_file
+from meteor_cctbx.reflections import one_line
+
+SCATTERING_TABLES = ("n_gaussian", "wk1995", "it1992", "electron", "neutron")
+
+
+def load_model(path: str | os.PathLike, data_symmetry: crystal.symmetry | None = None,
+               max_cell_difference_percent: float = 3.0, log=None) -> mmtbx.model.manager:
+    """Read a PDB/mmCIF model; give it the data's symmetry when it has none (said in the log).
+
+    Sorry for an unreadable file, a model without atoms, or a symmetry that disagrees with the
+    data (different space group, or cell edges differing beyond the threshold).
+    """
+    from meteor_cctbx.reflections import fmt_cell, max_cell_difference
+
+    log = log or null_out()
+    path = check_input_file(path, "model file")
+    try:
+        model_input = iotbx.pdb.input(file_name=str(path))
+    except Exception as error:
+        raise Sorry(f"Cannot read model {path}: {one_line(error)}; give a PDB or mmCIF "
+                    f"model.") from error
+    if model_input.atoms().size() == 0:
+        raise Sorry(f"Model {path} has no atoms: give the model of the native structure.")
+    symmetry = model_input.crystal_symmetry()
+    usable = (symmetry is not None and symmetry.unit_cell() is not None
+              and symmetry.space_group_info() is not None
+              and symmetry.unit_cell().volume() > 10)
+    if data_symmetry is not None:
+        if not usable:
+            print(f"  Model {path} has no usable CRYST1/cell record: using the data's "
+                  f"symmetry ({data_symmetry.space_group_info()}, "
+                  f"{fmt_cell(data_symmetry.unit_cell())}).", file=log)
+            symmetry = data_symmetry
+        else:
+            if symmetry.space_group() != data_symmetry.space_group():
+                raise Sorry(f"Model {path} is in space group {symmetry.space_group_info()} "
+                            f"but the data are in {data_symmetry.space_group_info()}: give a "
+                            f"model in the data's setting.")
+            difference = max_cell_difference(symmetry.unit_cell(), data_symmetry.unit_cell())
+            if difference > max_cell_difference_percent:
+                raise Sorry(f"Model {path} cell ({fmt_cell(symmetry.unit_cell())}) differs by "
+                            f"{difference:.2f} % from the data's "
+                            f"({fmt_cell(data_symmetry.unit_cell())}): give a model for these "
+                            f"data or raise isomorphism.max_cell_difference.")
+            symmetry = data_symmetry
+    elif not usable:
+        raise Sorry(f"Model {path} has no crystal symmetry (CRYST1) and no data give one.")
+    try:
+        model = mmtbx.model.manager(model_input=model_input, crystal_symmetry=symmetry, log=log)
+    except Exception as error:
+        raise Sorry(f"Cannot build a model from {path}: {one_line(error)}.") from error
+    return model
+
+
+@dataclass
+class ModelStructureFactors:
+    """F_model on the native reflections, and what the bulk-solvent fit found."""
+
+    f_model: miller.array  # complex, F_calc + k_mask F_mask, absolute scale of the model
+    r_work: float  # R between |F_model| (with fitted overall scales) and the native data
+    k_mask_mean: float
+    scattering_table: str
+    bulk_solvent: bool
+    n_atoms: int
+    seconds: float
+
+    def as_dict(self) -> dict:
+        return {"r_work": self.r_work, "k_mask_mean": self.k_mask_mean,
+                "scattering_table": self.scattering_table, "bulk_solvent": self.bulk_solvent,
+                "n_atoms": self.n_atoms, "seconds": self.seconds}
+
+
+def model_structure_factors(model: mmtbx.model.manager, native: miller.array,
+                            scattering_table: str = "n_gaussian",
+                            bulk_solvent: bool = True) -> ModelStructureFactors:
+    """F_model of ``model`` on the reflections of the native amplitudes ``native``."""
+    if scattering_table not in SCATTERING_TABLES:
+        raise Sorry(f"Unknown model.scattering_table={scattering_table}: choose one of "
+                    f"{' '.join(SCATTERING_TABLES)}.")
+    start = time.perf_counter()
+    model.setup_scattering_dictionaries(scattering_table=scattering_table)
+    xrs = model.get_xray_structure()
+    if xrs.scatterers().size() == 0:
+        raise Sorry("The model has no atoms with non-zero occupancy to compute phases from.")
+    if bulk_solvent:
+        flags = native.array(data=flex.bool(native.size(), False))
+        fmodel = mmtbx.f_model.manager(f_obs=native, r_free_flags=flags, xray_structure=xrs)
+        fmodel.update_all_scales(remove_outliers=False, log=null_out())
+        f_model = fmodel.f_model_no_scales()
+        r_work = float(fmodel.r_work())
+        k_mask_mean = float(flex.mean(fmodel.k_masks()[0]))
+    else:
+        f_model = native.structure_factors_from_scatterers(xrs, algorithm="fft").f_calc()
+        r_work = float(native.r1_factor(abs(f_model), scale_factor=Auto))
+        k_mask_mean = 0.0
+    return ModelStructureFactors(
+        f_model=f_model.set_info(miller.array_info(labels=["F_MODEL", "PHI_MODEL"])),
+        r_work=r_work, k_mask_mean=k_mask_mean,
+        scattering_table=scattering_table, bulk_solvent=bulk_solvent,
+        n_atoms=int(xrs.scatterers().size()), seconds=time.perf_counter() - start)

@@ -1,0 +1,340 @@
+"""meteor.sharpen: sharpen a map by a B-factor chosen by map clarity, or by half-map or
+map-model FSC weighting."""
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+
+from cctbx import miller
+from iotbx.map_model_manager import map_model_manager as MapModelManager
+from libtbx import group_args
+from libtbx.program_template import ProgramTemplate
+from libtbx.utils import Sorry
+
+from meteor_cctbx import sharpen
+from meteor_cctbx.file_checks import check_input_file
+from meteor_cctbx.phil import master_phil_str
+from meteor_cctbx.record import (Panel, check_outputs_writable, params_as_dict,
+                                 software_versions, write_json, write_map_coefficients_mtz,
+                                 write_panels_png, write_with)
+
+DEFAULT_PREFIX = "sharpened"
+OUTPUT_SUFFIXES = (".ccp4", ".mtz", ".json", ".png")
+
+
+class Program(ProgramTemplate):
+    description = """
+meteor.sharpen: make a blurred map interpretable by restoring its fall-off with resolution.
+
+Methods (sharpening.method):
+  b_factor  one B applied to every Fourier term (Phenix's b_iso_to_d_cut form: sharpen up to
+            d_cut, blur beyond it), chosen by maximising a map-clarity score
+            (sharpening.score = negentropy, kurtosis or adjusted_sa), or given as
+            b_sharpen=<B> or as a target overall B b_iso=<B>
+  half_map  FSC-weighted shell sharpening from two half maps (cctbx), optionally anisotropic
+            and local
+  model     map-model FSC-weighted shell sharpening (cctbx), optionally anisotropic and local
+  auto      half_map with half maps, else model with a model, else b_factor
+
+Inputs: a map (CCP4/MRC), two half maps, or map coefficients (MTZ, labels=FWT,PHWT); a model
+for model sharpening; resolution=<A> unless it follows from the half maps or the MTZ.
+
+Outputs: <prefix>.ccp4 (sharpened map on the input grid and origin), <prefix>.mtz (its map
+coefficients FWT/PHWT), <prefix>.json (run record), <prefix>.png (score against B, half-map
+FSC, applied scale against resolution).  output.prefix defaults to "sharpened".
+
+Examples:
+  meteor.sharpen map.ccp4 resolution=3.2
+  meteor.sharpen half_map=half_1.mrc half_map=half_2.mrc
+  meteor.sharpen map.ccp4 model.pdb resolution=2.8
+  meteor.sharpen refine.mtz labels=2FOFCWT,PH2FOFCWT sharpening.score=kurtosis
+"""
+
+    datatypes = ["real_map", "miller_array", "model", "phil"]
+    master_phil_str = master_phil_str("sharpen")
+
+    # ------------------------------------------------------------------------------------------
+
+    def validate(self):
+        p = self.params
+        for path in [p.map_model.full_map, p.map_model.model, *p.map_model.half_map]:
+            if path:
+                check_input_file(path)
+        n_maps = len(self.data_manager.get_real_map_names())
+        n_reflection_files = len(self.data_manager.get_miller_array_names())
+        if n_maps == 0 and n_reflection_files == 0:
+            raise Sorry("No map given: give a map (CCP4/MRC), two half maps (half_map=...) or "
+                        "map coefficients (MTZ).")
+        if n_maps and n_reflection_files:
+            raise Sorry("Give either maps or map coefficients, not both: the MTZ "
+                        f"{self.data_manager.get_miller_array_names()[0]} and the map "
+                        f"{self.data_manager.get_real_map_names()[0]} were both given.")
+        if n_reflection_files > 1:
+            raise Sorry("Give one reflection file with map coefficients, not "
+                        f"{n_reflection_files}.")
+        if len(self.data_manager.get_model_names()) > 1:
+            raise Sorry("Give at most one model.")
+        if len(p.map_model.half_map) not in (0, 2):
+            raise Sorry(f"Give exactly two half maps, not {len(p.map_model.half_map)} "
+                        f"({', '.join(p.map_model.half_map)}).")
+        s = p.sharpening
+        if s.b_sharpen is not None and s.b_iso is not None:
+            raise Sorry("Give sharpening.b_sharpen or sharpening.b_iso, not both.")
+        if s.search.b_min >= s.search.b_max:
+            raise Sorry(f"sharpening.search.b_min ({s.search.b_min:g}) must be below "
+                        f"sharpening.search.b_max ({s.search.b_max:g}).")
+        if self.method() == "half_map" and not self._has_half_maps():
+            raise Sorry("sharpening.method=half_map needs two half maps: give "
+                        "half_map=<file 1> half_map=<file 2>.")
+        if self.method() == "model" and not self.data_manager.get_model_names():
+            raise Sorry("sharpening.method=model needs a model: add a PDB/mmCIF file.")
+        if self.method() != "b_factor" and (s.b_sharpen is not None or s.b_iso is not None):
+            raise Sorry(f"sharpening.b_sharpen and sharpening.b_iso apply to "
+                        f"sharpening.method=b_factor, not {self.method()}.")
+        if (p.resolution is None and n_reflection_files == 0 and not self._has_half_maps()):
+            raise Sorry("The resolution of a single map is not known: give "
+                        "resolution=<nominal resolution in A>.")
+        check_outputs_writable(self.output_paths().values(), p.output.overwrite)
+
+    def _has_half_maps(self) -> bool:
+        if self.params.map_model.half_map:
+            return True
+        return len(self.data_manager.get_real_map_names()) in (2, 3)
+
+    def method(self) -> str:
+        """The method to run: sharpening.method, with auto resolved."""
+        s = self.params.sharpening
+        if s.method != "auto":
+            return s.method
+        if s.b_sharpen is not None or s.b_iso is not None:
+            return "b_factor"
+        if self._has_half_maps():
+            return "half_map"
+        if self.data_manager.get_model_names():
+            return "model"
+        return "b_factor"
+
+    def output_paths(self) -> dict[str, str]:
+        prefix = self.params.output.prefix or DEFAULT_PREFIX
+        return {suffix[1:]: prefix + suffix for suffix in OUTPUT_SUFFIXES}
+
+    # ------------------------------------------------------------------------------------------
+
+    def run(self):
+        self.timings: dict[str, float] = {}
+        self.record: dict = {"program": "meteor.sharpen", "versions": software_versions(),
+                             "parameters": params_as_dict(self.params),
+                             "method": self.method()}
+        workers = self.params.nproc or -1
+        with self.timed("read input"):
+            mmm, map_coefficients = self.read_inputs()
+        input_map = mmm.map_manager()
+        fsc = None
+        if mmm.map_manager_1() and mmm.map_manager_2():
+            with self.timed("half-map FSC"):
+                fsc = sharpen.half_map_fsc(mmm.map_manager_1(), mmm.map_manager_2())
+            self.record["fsc"] = fsc.as_dict()
+            self._print(f"Half-map FSC = {sharpen.FSC_CUTOFF} at d = "
+                        f"{_format(fsc.d_min, '.2f')} A")
+        resolution = self.resolution(fsc, map_coefficients)
+        d_min = resolution * self.params.sharpening.d_min_ratio
+        self.record.update(resolution=resolution, fourier_d_min=d_min)
+
+        self.header(f"Sharpening by method {self.method()}")
+        with self.timed(f"sharpen ({self.method()})"):
+            sharpened, b_factor_result = self.sharpen(mmm, resolution, d_min, workers)
+
+        fit_d_min = resolution if b_factor_result is None else self.sharpening_form(
+            resolution, d_min).single_b_d_min(b_factor_result.b_sharpen, resolution)
+        with self.timed("diagnostics"):
+            scale = sharpen.applied_scale(
+                input_map.map_data().as_numpy_array(), sharpened.map_data().as_numpy_array(),
+                input_map.crystal_symmetry().unit_cell(), fit_d_min, workers=workers)
+            b_before = sharpen.wilson_b(input_map.map_as_fourier_coefficients(d_min=d_min),
+                                        resolution)
+            b_after = sharpen.wilson_b(sharpened.map_as_fourier_coefficients(d_min=d_min),
+                                       resolution)
+        self.record.update(effective_b=scale.effective_b, applied_scale=scale.as_dict(),
+                           wilson_b_before=b_before, wilson_b_after=b_after)
+        self._print(f"Effective B applied: {scale.effective_b:.1f} A^2 (slope of "
+                    f"ln(rms|F| sharpened / input) against d*^2/4 in shells to "
+                    f"{fit_d_min:.2f} A)")
+        self._print(f"Overall (Wilson) B of the map to {resolution:.2f} A: {b_before:.1f} A^2 "
+                    f"before, {b_after:.1f} A^2 after")
+
+        with self.timed("write output"):
+            self.write_outputs(sharpened, map_coefficients, b_factor_result, d_min, scale, fsc)
+        self._print("Timings (s): " + ", ".join(f"{k} {v:.2f}" for k, v in self.timings.items()))
+
+    @contextlib.contextmanager
+    def timed(self, stage: str):
+        start = time.perf_counter()
+        yield
+        self.timings[stage] = time.perf_counter() - start
+
+    def read_inputs(self) -> tuple[MapModelManager, miller.array | None]:
+        """The maps and model, origin shifted to (0, 0, 0), and the map coefficients if given."""
+        if self.data_manager.get_miller_array_names():
+            map_coefficients = self.read_map_coefficients()
+            map_manager = map_coefficients.fft_map(resolution_factor=1 / 3).as_map_manager(
+                wrapping=True)
+            model = (self.data_manager.get_model() if self.data_manager.get_model_names()
+                     else None)
+            return self._map_model_manager(map_manager=map_manager, model=model), \
+                map_coefficients
+        try:
+            return self.data_manager.get_map_model_manager(from_phil=True), None
+        except (AssertionError, RuntimeError, ValueError) as error:
+            raise Sorry(f"The maps and model do not fit together ({error}): give maps of one "
+                        f"grid and a model placed on them.") from error
+
+    def _map_model_manager(self, **kwargs) -> MapModelManager:
+        try:
+            return MapModelManager(**kwargs)
+        except (AssertionError, RuntimeError, ValueError) as error:
+            raise Sorry(f"The model does not fit the map coefficients' cell ({error}): give "
+                        f"a model in the same crystal.") from error
+
+    def read_map_coefficients(self) -> miller.array:
+        """The complex array named by ``labels`` (or the only one) in the reflection file."""
+        file_name = self.data_manager.get_miller_array_names()[0]
+        arrays = {a.info().label_string(): a for a in
+                  self.data_manager.get_miller_arrays(filename=file_name)
+                  if a.is_complex_array()}
+        available = ", ".join(arrays) or "none"
+        if self.params.labels:
+            wanted = ",".join(label for item in self.params.labels for label in
+                              item.replace(",", " ").split())
+            if wanted not in arrays:
+                raise Sorry(f"No map coefficients labelled {wanted} in {file_name}: use "
+                            f"labels= with one of: {available}.")
+            return arrays[wanted].as_non_anomalous_array().merge_equivalents().array()
+        if len(arrays) != 1:
+            raise Sorry(f"{file_name} holds {len(arrays)} sets of map coefficients: choose "
+                        f"one with labels= (available: {available}).")
+        return next(iter(arrays.values())).as_non_anomalous_array().merge_equivalents().array()
+
+    def resolution(self, fsc: sharpen.FscCurve | None,
+                   map_coefficients: miller.array | None) -> float:
+        if self.params.resolution is not None:
+            resolution, source = self.params.resolution, "given"
+        elif map_coefficients is not None:
+            resolution, source = map_coefficients.d_min(), "limit of the map coefficients"
+        elif fsc is not None and fsc.d_min is not None:
+            resolution, source = fsc.d_min, f"half-map FSC = {sharpen.FSC_CUTOFF}"
+        else:
+            raise Sorry("The half maps do not correlate down to FSC = 0.143, so their "
+                        "resolution is not known: give resolution=<nominal resolution in A>.")
+        self._print(f"Resolution: {resolution:.2f} A ({source})")
+        return resolution
+
+    def sharpen(self, mmm: MapModelManager, resolution: float, d_min: float, workers: int):
+        """The sharpened map_manager and, for b_factor, the B-factor result."""
+        s = self.params.sharpening
+        nproc = self.params.nproc or os.cpu_count() or 1
+        mmm.set_log(self.logger)
+        method = self.method()
+        if method == "half_map":
+            return sharpen.sharpen_with_half_maps(mmm, resolution, anisotropic=s.anisotropic,
+                                                  local=s.local, nproc=nproc), None
+        if method == "model":
+            return sharpen.sharpen_with_model(mmm, resolution, anisotropic=s.anisotropic,
+                                              local=s.local, nproc=nproc), None
+        form = self.sharpening_form(resolution, d_min)
+        if s.b_sharpen is None and s.b_iso is None:
+            self._print(f"Searching b_sharpen from {s.search.b_min:g} to {s.search.b_max:g} "
+                        f"A^2 ({s.search.n_steps} steps, refined to {s.search.tolerance:g} "
+                        f"A^2), maximising {s.score}:")
+        result = sharpen.sharpen_b_factor(
+            mmm.map_manager(), resolution, form, score_name=s.score,
+            search=sharpen.BSearch(b_min=s.search.b_min, b_max=s.search.b_max,
+                                   n_steps=s.search.n_steps, tolerance=s.search.tolerance),
+            b_sharpen=s.b_sharpen, b_iso=s.b_iso, solvent_content=self.params.solvent_content,
+            adjusted_sa=sharpen.AdjustedSaSettings(
+                region_weight=s.adjusted_sa.region_weight,
+                fraction_occupied=s.adjusted_sa.fraction_occupied,
+                sa_percent=s.adjusted_sa.sa_percent,
+                max_regions_to_test=s.adjusted_sa.max_regions_to_test),
+            workers=workers, report=sharpen.print_scan_point(self.logger, s.score))
+        self.report_b_factor(result, form)
+        return sharpen.map_manager_like(mmm.map_manager(), result.map_values), result
+
+    def sharpening_form(self, resolution: float, d_min: float) -> sharpen.SharpeningForm:
+        s = self.params.sharpening
+        return sharpen.SharpeningForm(d_min=d_min, d_cut=s.d_cut or resolution,
+                                      k_sharpen=s.k_sharpen, b_blur_hires=s.b_blur_hires)
+
+    def report_b_factor(self, result: sharpen.BFactorSharpening,
+                        form: sharpen.SharpeningForm) -> None:
+        if result.solvent_fraction is not None:
+            self._print(f"Solvent fraction: {result.solvent_fraction:.2f}")
+        if result.region_weight is not None:
+            self._print(f"adjusted_sa region weight: {result.region_weight:.2f}")
+        if result.b_iso_before is not None:
+            self._print(f"Overall B of the input map: {result.b_iso_before:.1f} A^2")
+        self._print(f"Chosen b_sharpen: {result.b_sharpen:.1f} A^2 ({result.choice}); applied "
+                    f"for d > d_cut = {form.d_cut:.2f} A, switching to "
+                    f"{form.high_resolution_b(result.b_sharpen):.1f} A^2 beyond, Fourier "
+                    f"terms to {form.d_min:.2f} A")
+        self.record["b_factor"] = {
+            "b_sharpen": result.b_sharpen, "choice": result.choice,
+            "score": self.params.sharpening.score if result.scan else None,
+            "scan": result.scan.as_dict() if result.scan else None,
+            "solvent_fraction": result.solvent_fraction, "region_weight": result.region_weight,
+            "wilson_b_before": result.b_iso_before, "d_cut": form.d_cut,
+            "k_sharpen": form.k_sharpen, "b_blur_hires": form.b_blur_hires}
+
+    # ------------------------------------------------------------------------------------------
+
+    def write_outputs(self, sharpened, map_coefficients, b_factor_result, d_min, scale, fsc):
+        paths = self.output_paths()
+        check_outputs_writable(paths.values(), self.params.output.overwrite)
+        sharpened.set_program_name("meteor.sharpen")
+        sharpened.add_label(f"meteor.sharpen {self.method()}: effective B "
+                            f"{scale.effective_b:.1f} A**2")
+        write_with(paths["ccp4"], sharpened.write_map)
+
+        if map_coefficients is not None and b_factor_result is not None:
+            coefficients = sharpen.sharpen_map_coefficients(
+                map_coefficients, self.sharpening_form(self.record["resolution"], d_min),
+                b_factor_result.b_sharpen)
+        else:
+            coefficients = sharpened.map_as_fourier_coefficients(d_min=d_min)
+        write_map_coefficients_mtz(paths["mtz"], [(coefficients, "FWT", "PHWT")],
+                                   history=[f"meteor.sharpen {self.method()}: effective B "
+                                            f"{scale.effective_b:.1f} A**2"])
+
+        write_panels_png(paths["png"], self.panels(b_factor_result, scale, fsc),
+                         title=f"meteor.sharpen ({self.method()})")
+        self.record.update(timings=self.timings, outputs=paths)
+        write_json(paths["json"], self.record)
+        for kind, path in paths.items():
+            self._print(f"Wrote {path}")
+
+    def panels(self, b_factor_result, scale, fsc) -> list[Panel]:
+        panels = []
+        if b_factor_result is not None and b_factor_result.scan is not None:
+            points = b_factor_result.scan.points
+            panels.append(Panel(title=f"{self.params.sharpening.score} against B",
+                                xlabel="b_sharpen (A^2)",
+                                ylabel=self.params.sharpening.score,
+                                x=[p.parameter for p in points], y=[p.score for p in points],
+                                chosen=b_factor_result.b_sharpen))
+        if fsc is not None:
+            panels.append(Panel(title="Half-map FSC", xlabel="1/d (1/A)", ylabel="FSC",
+                                x=1.0 / fsc.d, y=fsc.fsc,
+                                chosen=1.0 / fsc.d_min if fsc.d_min else None))
+        fit = scale.log_scale + scale.effective_b * scale.d_star_sq / 4.0
+        panels.append(Panel(title=f"Applied scale (effective B {scale.effective_b:.1f} A^2)",
+                            xlabel="d*^2 (1/A^2)", ylabel="ln(rms F out / rms F in)",
+                            x=scale.d_star_sq, y=scale.log_ratio,
+                            extra_curves=[("B fit", scale.d_star_sq, fit)]))
+        return panels
+
+    def get_results(self):
+        return group_args(**self.record)
+
+
+def _format(value: float | None, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)

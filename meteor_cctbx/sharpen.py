@@ -1,0 +1,480 @@
+"""Map sharpening: B-factor search by a map-clarity score, half-map and model FSC-weighted
+sharpening (cctbx's map_model_manager), and the diagnostics every method reports.
+
+Conventions: B-factors in Å², resolutions and d-spacings in Å, d*² = 1/d² in Å⁻².  A Fourier
+coefficient is scaled by exp(B·d*²/4), so a positive B sharpens and a negative B blurs.  Maps are
+float32 numpy arrays indexed [x, y, z] over the map_manager's box (origin shifted to (0, 0, 0)).
+"""
+from __future__ import annotations
+
+# cctbx before scipy: in this build, loading scipy.special (pulled in by scipy.fft) before
+# boost_python's extension makes the latter crash on import.
+from cctbx import maptbx, miller
+from cctbx.array_family import flex
+from cctbx.maptbx import segment_and_split_map
+from iotbx.map_manager import map_manager as MapManager
+from iotbx.map_model_manager import map_model_manager as MapModelManager
+from libtbx.utils import Sorry, null_out
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, TextIO
+
+import numpy as np
+import scipy.fft
+
+from meteor_cctbx.maximize import ScanPoint, ScanResult, maximize_scalar
+from meteor_cctbx.negentropy import negentropy
+
+SCORES = ("negentropy", "kurtosis", "adjusted_sa")
+FSC_CUTOFF = 0.143
+
+
+# ----------------------------------------------------------------------------------------------
+# Fourier coefficients of a map, computed once
+
+
+def d_star_sq_of_grid(shape: tuple[int, int, int], unit_cell) -> np.ndarray:
+    """d*² (Å⁻²) of every coefficient of ``scipy.fft.rfftn`` on a grid spanning ``unit_cell``."""
+    h = (np.fft.fftfreq(shape[0]) * shape[0]).astype(np.float64)[:, None, None]
+    k = (np.fft.fftfreq(shape[1]) * shape[1]).astype(np.float64)[None, :, None]
+    l = (np.fft.rfftfreq(shape[2]) * shape[2]).astype(np.float64)[None, None, :]
+    aa, bb, cc, ab, ac, bc = unit_cell.reciprocal_metrical_matrix()
+    d_star_sq = (aa * h * h + bb * k * k + cc * l * l
+                 + 2.0 * (ab * h * k + ac * h * l + bc * k * l))
+    return d_star_sq.astype(np.float32)
+
+
+@dataclass
+class FourierMap:
+    """A real-space map held as its Fourier coefficients (rfftn layout) and their d*²."""
+
+    coefficients: np.ndarray
+    d_star_sq: np.ndarray
+    shape: tuple[int, int, int]
+    workers: int = -1
+
+    @classmethod
+    def from_map(cls, values: np.ndarray, unit_cell, workers: int = -1) -> FourierMap:
+        """Transform ``values`` (the map over one box of ``unit_cell``) once."""
+        values = np.asarray(values, dtype=np.float32)
+        return cls(coefficients=scipy.fft.rfftn(values, workers=workers),
+                   d_star_sq=d_star_sq_of_grid(values.shape, unit_cell),
+                   shape=values.shape, workers=workers)
+
+    def synthesize(self, factors: np.ndarray) -> np.ndarray:
+        """The map whose coefficients are these coefficients times ``factors`` (float32)."""
+        scaled = self.coefficients * factors.astype(np.float32, copy=False)
+        return scipy.fft.irfftn(scaled, s=self.shape, workers=self.workers).astype(
+            np.float32, copy=False)
+
+    def shell_rms(self, d_min: float, n_shells: int) -> tuple[np.ndarray, np.ndarray]:
+        """Mean d*² and rms |F| in ``n_shells`` shells of equal d*³ width, from d_min outwards.
+
+        The F000 term is left out.
+        """
+        d_star_sq_max = 1.0 / d_min**2
+        selected = (self.d_star_sq > 0) & (self.d_star_sq <= d_star_sq_max)
+        s3 = self.d_star_sq[selected] ** 1.5
+        shell = np.minimum((s3 / d_star_sq_max**1.5 * n_shells).astype(np.int64), n_shells - 1)
+        counts = np.bincount(shell, minlength=n_shells)
+        power = np.bincount(shell, weights=np.abs(self.coefficients[selected]) ** 2,
+                            minlength=n_shells)
+        mean_d_star_sq = np.bincount(shell, weights=self.d_star_sq[selected],
+                                     minlength=n_shells)
+        filled = counts > 0
+        return (mean_d_star_sq[filled] / counts[filled],
+                np.sqrt(power[filled] / counts[filled]))
+
+
+# ----------------------------------------------------------------------------------------------
+# The resolution-dependent sharpening factor
+
+
+@dataclass(frozen=True)
+class SharpeningForm:
+    """Phenix's b_iso_to_d_cut form of the sharpening factor exp(B(d)·d*²/4).
+
+    B(d) = b_sharpen for d ≫ d_cut and switches smoothly (logistic in d, steepness ``k_sharpen``
+    per Å) to b_sharpen − b_blur_hires for d ≪ d_cut.  Without ``b_blur_hires`` terms beyond
+    d_cut are left unsharpened when sharpening and blurred like the rest when blurring.  Without
+    ``d_cut`` or ``k_sharpen`` B(d) = b_sharpen everywhere.  Terms with d < ``d_min`` are
+    dropped; F000 is never changed (factor 1).
+    """
+
+    d_min: float
+    d_cut: float | None = None
+    k_sharpen: float | None = 10.0
+    b_blur_hires: float | None = 200.0
+
+    def switches(self, b_sharpen: float) -> bool:
+        """Whether B changes at d_cut for this b_sharpen (else B(d) = b_sharpen everywhere)."""
+        return bool(self.d_cut is not None and self.k_sharpen and
+                    not (self.b_blur_hires is None and b_sharpen < 0))
+
+    def high_resolution_b(self, b_sharpen: float) -> float:
+        """B applied to terms well beyond d_cut."""
+        if not self.switches(b_sharpen):
+            return b_sharpen
+        return b_sharpen - self.b_blur_hires if self.b_blur_hires is not None else 0.0
+
+    def single_b_d_min(self, b_sharpen: float, resolution: float) -> float:
+        """Smallest d (Å) down to which B(d) stays within 1% of the switch of b_sharpen."""
+        if not self.switches(b_sharpen):
+            return resolution
+        return max(resolution, self.d_cut + math.log(99.0) / self.k_sharpen)
+
+    def factors(self, d_star_sq: np.ndarray, b_sharpen: float) -> np.ndarray:
+        """Per-coefficient factors (float32) for sharpening by ``b_sharpen`` Å²."""
+        quarter_s2 = d_star_sq.astype(np.float32) / 4.0
+        if self.switches(b_sharpen):
+            with np.errstate(divide="ignore"):
+                d = 1.0 / np.sqrt(d_star_sq, dtype=np.float32)
+            low_res = 1.0 / (1.0 + np.exp(np.clip(self.k_sharpen * (self.d_cut - d), -20, 20)))
+            b_of_d = (b_sharpen * low_res
+                      + self.high_resolution_b(b_sharpen) * (1.0 - low_res))
+        else:
+            b_of_d = np.float32(b_sharpen)
+        exponent = (b_of_d * quarter_s2).astype(np.float32)
+        exponent[d_star_sq > 1.0 / self.d_min**2] = -np.inf
+        return np.exp(exponent)
+
+
+# ----------------------------------------------------------------------------------------------
+# Map-clarity scores
+
+
+def kurtosis(values: np.ndarray) -> float:
+    """Pearson kurtosis ⟨(x−μ)⁴⟩/σ⁴ of all values (3 for a Gaussian), as cctbx's get_kurtosis."""
+    x = np.asarray(values, dtype=np.float64).ravel()
+    x = x - x.mean()
+    second = np.mean(x * x)
+    return float(np.mean((x * x) ** 2) / second**2) if second > 0 else -math.inf
+
+
+@dataclass
+class MolecularRegion:
+    """cctbx's low-resolution molecular mask of a map and the solvent fraction it implies."""
+
+    mask: np.ndarray
+    solvent_fraction: float
+
+    @classmethod
+    def of_map(cls, map_manager: MapManager, resolution: float,
+               solvent_content: float | None = None) -> MolecularRegion:
+        """Mask the region of high local variance (smoothing radius 2×resolution).
+
+        With ``solvent_content`` the mask covers 1 − solvent_content of the map; without, cctbx
+        estimates it (threshold at 5% of the highest local variance).
+        """
+        mask, solvent_fraction = segment_and_split_map.get_solvent_fraction_from_low_res_mask(
+            crystal_symmetry=map_manager.crystal_symmetry(),
+            map_data=map_manager.map_data(),
+            fraction_of_max_mask_threshold=0.05,
+            solvent_content=solvent_content,
+            use_solvent_content_for_threshold=solvent_content is not None,
+            mask_resolution=resolution,
+            return_mask_and_solvent_fraction=True,
+            out=null_out())
+        if mask is None or not 0.0 < solvent_fraction < 1.0:
+            raise Sorry("Could not find the molecule in the map to estimate its solvent "
+                        "content: give solvent_content=<fraction of the map that is solvent>.")
+        return cls(mask=mask.as_numpy_array() > 0.5, solvent_fraction=float(solvent_fraction))
+
+
+@dataclass
+class AdjustedSaSettings:
+    """Settings of the adjusted surface area score (names and defaults as in Phenix)."""
+
+    region_weight: float | None = None
+    fraction_occupied: float = 0.20
+    sa_percent: float = 30.0
+    max_regions_to_test: int = 30
+
+
+class AdjustedSurfaceArea:
+    """Terwilliger's adjusted surface area, scored by cctbx (segment_and_split_map.score_map).
+
+    adjusted_sa = sa_ratio − region_weight · normalized_regions.  Without a given region weight it
+    is calibrated as Phenix's auto-sharpen does (region_weight_method=delta_ratio) from the maps
+    at both ends and 3/8 from the sharpest end of the B search (``calibrate``).
+    """
+
+    region_weight_default = 30.0
+    region_weight_buffer = 0.1
+
+    def __init__(self, map_manager: MapManager, solvent_fraction: float,
+                 settings: AdjustedSaSettings):
+        self.info = segment_and_split_map.sharpening_info()
+        self.info.crystal_symmetry = map_manager.crystal_symmetry()
+        self.info.wrapping = map_manager.wrapping()
+        self.info.solvent_fraction = solvent_fraction
+        self.info.fraction_occupied = settings.fraction_occupied
+        self.info.sa_percent = settings.sa_percent
+        self.info.max_regions_to_test = settings.max_regions_to_test
+        self.info.region_weight = 0.0
+        self.info.sharpening_target = "adjusted_sa"
+        self.region_weight = settings.region_weight
+
+    def components(self, values: np.ndarray) -> tuple[float, float]:
+        """(sa_ratio, normalized_regions) of a map, from cctbx's score_map."""
+        scored = segment_and_split_map.score_map(
+            map_data=flex.double(np.asarray(values, dtype=np.float64)),
+            sharpening_info_obj=self.info, out=null_out())
+        if scored.sa_ratio is None:  # fewer than two regions: no surface to measure
+            return 0.0, 0.0
+        return float(scored.sa_ratio), float(scored.normalized_regions)
+
+    def calibrate(self, sharpest: tuple[float, float], blurriest: tuple[float, float],
+                  middle: tuple[float, float]) -> float:
+        """Set region_weight from (sa_ratio, normalized_regions) at three B values."""
+        (sa_0, nr_0), (sa_1, nr_1), (sa_2, nr_2) = sharpest, blurriest, middle
+        if sa_0 - sa_1 < 0 or nr_0 - nr_1 < 0:
+            self.region_weight = self.region_weight_default
+            return self.region_weight
+        weight = (sa_0 - sa_1) / max(1e-10, nr_0 - nr_1)
+        upper = max(1e-10, (sa_2 - sa_1) / max(0.001, nr_2 - nr_1))
+        lower = max(1e-10, (sa_0 - sa_2) / max(0.001, nr_0 - nr_2))
+        buffer = max(0.0, upper - lower) * self.region_weight_buffer
+        lower, upper = lower + buffer, upper - buffer
+        if lower < upper:
+            weight = min(max(weight, lower), upper)
+        self.region_weight = weight
+        return weight
+
+    def __call__(self, values: np.ndarray) -> float:
+        sa_ratio, normalized_regions = self.components(values)
+        return sa_ratio - self.region_weight * normalized_regions
+
+
+# ----------------------------------------------------------------------------------------------
+# B-factor sharpening
+
+
+@dataclass
+class BSearch:
+    """Range and sampling of the b_sharpen search: a coarse scan, then bracket refinement."""
+
+    b_min: float = -100.0
+    b_max: float = 300.0
+    n_steps: int = 21
+    tolerance: float = 5.0
+
+
+@dataclass
+class BFactorSharpening:
+    """Result of B-factor sharpening: the B applied, how it was chosen, and the map."""
+
+    b_sharpen: float
+    choice: str
+    map_values: np.ndarray
+    scan: ScanResult | None = None
+    solvent_fraction: float | None = None
+    region_weight: float | None = None
+    b_iso_before: float | None = None
+
+
+def make_score(name: str, map_manager: MapManager, resolution: float,
+               solvent_content: float | None = None,
+               adjusted_sa: AdjustedSaSettings | None = None
+               ) -> tuple[Callable[[np.ndarray], float], float | None]:
+    """The clarity score ``name`` of trial maps of ``map_manager``, and the solvent fraction used.
+
+    negentropy: of the values inside cctbx's molecular mask (over the whole map the flat solvent
+    dominates the value distribution and blurring always wins); kurtosis: of all values, as
+    Phenix and mmtbx score it; adjusted_sa: cctbx's score_map (region weight not yet calibrated
+    unless given).
+    """
+    if name == "kurtosis":
+        return kurtosis, None
+    region = MolecularRegion.of_map(map_manager, resolution, solvent_content)
+    if name == "negentropy":
+        inside = np.flatnonzero(region.mask.ravel())
+        return (lambda values: negentropy(values.ravel()[inside])), region.solvent_fraction
+    if name == "adjusted_sa":
+        return (AdjustedSurfaceArea(map_manager, region.solvent_fraction,
+                                    adjusted_sa or AdjustedSaSettings()),
+                region.solvent_fraction)
+    raise ValueError(f"unknown score {name!r}; choose one of {', '.join(SCORES)}")
+
+
+def search_b_sharpen(fourier: FourierMap, form: SharpeningForm,
+                     score: Callable[[np.ndarray], float], search: BSearch,
+                     report: Callable[[ScanPoint], None] | None = None) -> ScanResult:
+    """Maximise ``score`` of the map sharpened by b_sharpen over [search.b_min, search.b_max].
+
+    Each trial costs one vectorised factor and one inverse FFT of the stored coefficients.
+    """
+    def score_of_b(b_sharpen: float) -> float:
+        return score(fourier.synthesize(form.factors(fourier.d_star_sq, b_sharpen)))
+
+    if isinstance(score, AdjustedSurfaceArea) and score.region_weight is None:
+        b_middle = search.b_max - 0.375 * (search.b_max - search.b_min)
+        score.calibrate(*(score.components(
+            fourier.synthesize(form.factors(fourier.d_star_sq, b)))
+            for b in (search.b_max, search.b_min, b_middle)))
+    no_sharpening = (0.0,) if search.b_min < 0.0 < search.b_max else ()
+    return maximize_scalar(score_of_b, search.b_min, search.b_max, name="b_sharpen",
+                           n_coarse=search.n_steps, tolerance=search.tolerance,
+                           extra_points=no_sharpening, report=report)
+
+
+def wilson_b(map_coefficients: miller.array, d_min: float) -> float:
+    """Overall B (Å²) of map coefficients by cctbx's ML anisotropic scaling (mean of B_cart)."""
+    amplitudes = map_coefficients.amplitudes()
+    amplitudes.set_observation_type_xray_amplitude()
+    return float(segment_and_split_map.get_b_iso(amplitudes, d_min=d_min))
+
+
+def sharpen_b_factor(map_manager: MapManager, resolution: float, form: SharpeningForm, *,
+                     score_name: str = "negentropy", search: BSearch | None = None,
+                     b_sharpen: float | None = None, b_iso: float | None = None,
+                     solvent_content: float | None = None,
+                     adjusted_sa: AdjustedSaSettings | None = None, workers: int = -1,
+                     report: Callable[[ScanPoint], None] | None = None) -> BFactorSharpening:
+    """Sharpen ``map_manager`` (origin at (0, 0, 0)) by one B, given or searched.
+
+    ``b_sharpen`` applies that B; ``b_iso`` applies B_map − b_iso, B_map the map's Wilson B to
+    ``resolution`` (so the result has overall B ≈ b_iso); otherwise the B maximising
+    ``score_name`` over ``search`` is applied.
+    """
+    fourier = FourierMap.from_map(map_manager.map_data().as_numpy_array(),
+                                  map_manager.crystal_symmetry().unit_cell(), workers)
+    details: dict = {}
+    if b_sharpen is not None:
+        choice = "given b_sharpen"
+    elif b_iso is not None:
+        b_before = wilson_b(map_manager.map_as_fourier_coefficients(d_min=form.d_min),
+                            resolution)
+        b_sharpen, choice = b_before - b_iso, f"target b_iso = {b_iso:g}"
+        details["b_iso_before"] = b_before
+    else:
+        score, details["solvent_fraction"] = make_score(
+            score_name, map_manager, resolution, solvent_content, adjusted_sa)
+        details["scan"] = search_b_sharpen(fourier, form, score, search or BSearch(), report)
+        details["region_weight"] = getattr(score, "region_weight", None)
+        b_sharpen, choice = details["scan"].best.parameter, f"maximum of {score_name}"
+    return BFactorSharpening(
+        b_sharpen=b_sharpen, choice=choice,
+        map_values=fourier.synthesize(form.factors(fourier.d_star_sq, b_sharpen)), **details)
+
+
+def sharpen_map_coefficients(map_coefficients: miller.array, form: SharpeningForm,
+                             b_sharpen: float) -> miller.array:
+    """Map coefficients scaled by the same factor as the map (reflections beyond d_min dropped)."""
+    d_star_sq = map_coefficients.d_star_sq().data().as_numpy_array()
+    factors = form.factors(d_star_sq, b_sharpen).astype(np.float64)
+    keep = factors > 0
+    selected = map_coefficients.select(flex.bool(keep))
+    return selected.customized_copy(data=selected.data() * flex.double(factors[keep]))
+
+
+# ----------------------------------------------------------------------------------------------
+# Half-map and model sharpening (cctbx's map_model_manager)
+
+SHARPENED_ID = "sharpened"
+
+
+def sharpen_with_half_maps(mmm: MapModelManager, resolution: float, *, anisotropic: bool,
+                           local: bool, nproc: int = 1) -> MapManager:
+    """FSC-weighted shell sharpening of mmm's map from its two half maps (cctbx).
+
+    mmm must hold map_manager, map_manager_1 and map_manager_2; the result is a new map_manager
+    on the same grid and origin.
+    """
+    mmm.half_map_sharpen(resolution=resolution, anisotropic_sharpen=anisotropic,
+                         local_sharpen=local, overall_sharpen_before_and_after_local=local,
+                         map_id_scaled_list=[SHARPENED_ID], nproc=nproc)
+    return _sharpened_map(mmm, "half-map")
+
+
+def sharpen_with_model(mmm: MapModelManager, resolution: float, *, anisotropic: bool,
+                       local: bool, nproc: int = 1) -> MapManager:
+    """Map-model FSC-weighted shell sharpening of mmm's map (cctbx); mmm must hold a model."""
+    mmm.model_sharpen(resolution=resolution, anisotropic_sharpen=anisotropic,
+                      local_sharpen=local, overall_sharpen_before_and_after_local=local,
+                      map_id_scaled_list=[SHARPENED_ID], nproc=nproc)
+    return _sharpened_map(mmm, "model-based")
+
+
+def _sharpened_map(mmm: MapModelManager, what: str) -> MapManager:
+    sharpened = mmm.get_map_manager_by_id(SHARPENED_ID)
+    if sharpened is None:
+        raise Sorry(f"cctbx's {what} sharpening produced no map (see the log above): try "
+                    f"sharpening.method=b_factor.")
+    return sharpened
+
+
+@dataclass
+class FscCurve:
+    """Fourier shell correlation between two maps, and d at FSC = 0.143."""
+
+    d: np.ndarray
+    fsc: np.ndarray
+    d_min: float | None
+
+    def as_dict(self) -> dict:
+        return {"d": self.d, "fsc": self.fsc, "d_at_fsc_0.143": self.d_min}
+
+
+def half_map_fsc(half_1: MapManager, half_2: MapManager) -> FscCurve:
+    """FSC of two half maps (origin at (0, 0, 0)) to the grid's Nyquist limit (cctbx)."""
+    d_nyquist = maptbx.d_min_from_map(half_1.map_data(), half_1.crystal_symmetry().unit_cell(),
+                                      resolution_factor=0.5)
+    f_1 = half_1.map_as_fourier_coefficients(d_min=d_nyquist)
+    f_2 = half_2.map_as_fourier_coefficients(d_min=d_nyquist)
+    result = f_1.d_min_from_fsc(other=f_2, fsc_cutoff=FSC_CUTOFF)
+    if result.fsc is None:
+        raise Sorry("Could not compute the FSC of the two half maps: check that they are maps "
+                    "of the same molecule on the same grid.")
+    return FscCurve(d=result.fsc.d.as_numpy_array(), fsc=result.fsc.fsc.as_numpy_array(),
+                    d_min=result.d_min)
+
+
+# ----------------------------------------------------------------------------------------------
+# What a method did to the map
+
+
+@dataclass
+class AppliedScale:
+    """rms amplitude ratio sharpened/input in resolution shells, and the B that fits it."""
+
+    d_star_sq: np.ndarray
+    log_ratio: np.ndarray
+    d_min: float
+    effective_b: float
+    log_scale: float
+
+    def as_dict(self) -> dict:
+        return {"d_star_sq": self.d_star_sq, "ln_rms_ratio": self.log_ratio,
+                "fit_d_min": self.d_min, "effective_b": self.effective_b,
+                "ln_scale": self.log_scale}
+
+
+def applied_scale(before: np.ndarray, after: np.ndarray, unit_cell, d_min: float,
+                  n_shells: int = 20, workers: int = -1) -> AppliedScale:
+    """Fit ln(rms|F_after| / rms|F_before|) = ln k + B·d*²/4 in shells from ∞ to ``d_min``.
+
+    B is the effective sharpening B (Å²) of any method over that range, shells weighted equally.
+    """
+    d_star_sq, rms_before = FourierMap.from_map(before, unit_cell, workers).shell_rms(
+        d_min, n_shells)
+    _, rms_after = FourierMap.from_map(after, unit_cell, workers).shell_rms(d_min, n_shells)
+    usable = (rms_before > 0) & (rms_after > 0)
+    log_ratio = np.log(rms_after[usable] / rms_before[usable])
+    slope, intercept = np.polyfit(d_star_sq[usable] / 4.0, log_ratio, 1)
+    return AppliedScale(d_star_sq=d_star_sq[usable], log_ratio=log_ratio, d_min=d_min,
+                        effective_b=float(slope), log_scale=float(intercept))
+
+
+def map_manager_like(template: MapManager, values: np.ndarray) -> MapManager:
+    """A map_manager with ``values`` on ``template``'s grid, cell, origin shift and labels."""
+    return template.customized_copy(map_data=flex.double(values.astype(np.float64)))
+
+
+def print_scan_point(log: TextIO, score_name: str) -> Callable[[ScanPoint], None]:
+    """A ``report`` callback that logs each scan point."""
+    def report(point: ScanPoint) -> None:
+        print(f"  b_sharpen = {point.parameter:8.2f} A^2   {score_name} = {point.score:10.5f}"
+              f"   ({point.seconds:.2f} s)", file=log, flush=True)
+    return report
