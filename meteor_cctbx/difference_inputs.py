@@ -3,6 +3,7 @@ amplitudes and phases, resolution cuts, isomorphism checks, model structure fact
 data summary for the log and the run record."""
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,10 +36,14 @@ def resolve_files(params, reflection_files: Sequence[str], model_files: Sequence
     The first reflection file is the derivative, the second the native, unless
     derivative.file_name / native.file_name say otherwise.
     """
-    remaining = list(reflection_files)
+    named = {os.path.abspath(f) for f in (params.derivative.file_name, params.native.file_name,
+                                          params.phases.file_name) if f}
+    # iotbx also loads files named by path parameters: only the others are positional
+    remaining = [f for f in reflection_files if os.path.abspath(f) not in named]
     derivative = params.derivative.file_name or (remaining.pop(0) if remaining else None)
     native = params.native.file_name or (remaining.pop(0) if remaining else None)
-    remaining = [f for f in remaining if f not in (derivative, native)]
+    if derivative is None and native is not None and reflection_files:
+        derivative = native  # one file named twice: the labels say which columns are which
     if derivative is None:
         raise Sorry("No reflection files given: give the derivative and the native files "
                     "(meteor.diffmap derivative.mtz native.mtz model.pdb).")
@@ -52,6 +57,8 @@ def resolve_files(params, reflection_files: Sequence[str], model_files: Sequence
     if not reflections.normalise_labels(params.phases.labels) and params.phases.file_name:
         raise Sorry(f"phases.file_name={params.phases.file_name} given without phases.labels: "
                     f"name the phase columns, e.g. phases.labels=FC,PHIC.")
+    model_files = [f for f in model_files
+                   if os.path.abspath(f) != os.path.abspath(params.model.file_name or "")]
     model = params.model.file_name or (model_files[0] if model_files else None)
     if len(model_files) > 1 and not params.model.file_name:
         raise Sorry(f"Several models given ({' '.join(model_files)}): give one, or choose "
@@ -60,8 +67,9 @@ def resolve_files(params, reflection_files: Sequence[str], model_files: Sequence
     if model is None and not uses_column_phases:
         raise Sorry("No model given: give the native model (PDB/mmCIF) for phases, or "
                     "phases.labels=... to take native phases from a column.")
-    if (derivative == native and not (reflections.normalise_labels(params.derivative.labels)
-                                      and reflections.normalise_labels(params.native.labels))):
+    if (os.path.abspath(derivative) == os.path.abspath(native)
+            and not (reflections.normalise_labels(params.derivative.labels)
+                     or reflections.normalise_labels(params.native.labels))):
         raise Sorry(f"Derivative and native both come from {derivative}: give "
                     f"derivative.labels=... and native.labels=... to say which columns are "
                     f"which.")

@@ -24,7 +24,7 @@ from meteor_cctbx import kweight, tv
 from meteor_cctbx.grid import CellGrid
 from meteor_cctbx.maximize import ScanPoint, ScanResult
 from meteor_cctbx.negentropy import negentropy
-from meteor_cctbx.phil import default_params
+from meteor_cctbx.phil import choice, default_params
 from meteor_cctbx.scaling import ScaleFit, fit_scale
 
 
@@ -108,10 +108,13 @@ def weighted_coefficients(pair: ScaledPair, grid: CellGrid, params, log
                           ) -> tuple[np.ndarray, float | None, ScanResult | None]:
     """Difference coefficients after k-weighting (mode none / fixed / optimize)."""
     raw = pair.delta_f * pair.unit_phases
-    mode = params.kweight.mode
-    if mode == "none":
-        return raw, None, None
+    mode = choice(params.kweight.mode)
     sigma_delta = pair.sigma_delta
+    if mode == "none":
+        if sigma_delta is None:
+            print("  Warning: data without sigmas; fine without k-weighting, but the map "
+                  "cannot down-weight poorly measured reflections.", file=log)
+        return raw, None, None
     if sigma_delta is None:
         raise Sorry("k-weighting needs sigmas for both data sets and at least one has none: "
                     "give F,SIGF labels or set kweight.mode=none.")
@@ -133,7 +136,7 @@ def tv_settings(params) -> tv.TvSettings:
 def denoised_map(real_map: np.ndarray, params, log
                  ) -> tuple[np.ndarray, float | None, ScanResult | None]:
     """TV stage on a real-space map (mode none / fixed / optimize)."""
-    mode = params.tv.mode
+    mode = choice(params.tv.mode)
     if mode == "none":
         return real_map, None, None
     settings = tv_settings(params)
@@ -157,9 +160,10 @@ def compute_diffmap(derivative: miller.array, native: miller.array, phases: mill
     log = log or null_out()
     timings = {}
     start = time.perf_counter()
-    pair = scale_pair(derivative, native, phases, params.scaling.mode)
+    scaling_mode = choice(params.scaling.mode)
+    pair = scale_pair(derivative, native, phases, scaling_mode)
     timings["scaling"] = time.perf_counter() - start
-    print(f"  Scaling ({params.scaling.mode}) on {pair.derivative.size()} common reflections: "
+    print(f"  Scaling ({scaling_mode}) on {pair.derivative.size()} common reflections: "
           f"derivative k={pair.derivative_scale.k:.4g} B_iso={pair.derivative_scale.b_iso:.2f}"
           f" A^2 R {pair.derivative_scale.r_before:.3f} -> {pair.derivative_scale.r_after:.3f};"
           f" native k={pair.native_scale.k:.4g} B_iso={pair.native_scale.b_iso:.2f} A^2 "
@@ -177,7 +181,7 @@ def compute_diffmap(derivative: miller.array, native: miller.array, phases: mill
     step = time.perf_counter()
     coefficients, k, k_scan = weighted_coefficients(pair, grid, params, log)
     timings["kweight"] = time.perf_counter() - step
-    weighted_map = raw_map if params.kweight.mode == "none" else grid.to_map(coefficients)
+    weighted_map = raw_map if k is None else grid.to_map(coefficients)
     if k is not None:
         print(f"  k-weighting with k = {k:.4g}: negentropy {negentropy(weighted_map):.5f}",
               file=log)

@@ -43,6 +43,9 @@ def explain_unreadable_argument(argument: str) -> None:
     if suffix in MAP_SUFFIXES:
         raise Sorry(f"Cannot read {path} as a CCP4/MRC map: the file is damaged or not a map.")
     if suffix in MODEL_SUFFIXES:
+        from meteor_cctbx.model_phases import load_model
+
+        load_model(path)  # raises the specific Sorry (no atoms, unreadable, ...)
         raise Sorry(f"Cannot read {path} as a model: the file is damaged or not a PDB/mmCIF "
                     f"model.")
     raise Sorry(f"Cannot use {path}: not a reflection (MTZ, mmCIF), model (PDB, mmCIF) or map "

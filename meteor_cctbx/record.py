@@ -177,8 +177,10 @@ def write_panels_png(path: str | os.PathLike, panels: Sequence[Panel], title: st
             ax.legend(fontsize=7)
         if panel.chosen is not None:
             ax.axvline(panel.chosen, color="tab:red", lw=1, ls="--")
-        if panel.log_x:
-            ax.set_xscale("symlog", linthresh=1e-4)
+        positive = [v for v in x if v > 0]
+        if panel.log_x and positive:
+            ax.set_xscale("symlog", linthresh=min(positive))
+            ax.set_xlim(left=0)
         ax.set_title(panel.title, fontsize=9)
         ax.set_xlabel(panel.xlabel)
         ax.set_ylabel(panel.ylabel)

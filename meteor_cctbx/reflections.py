@@ -25,6 +25,9 @@ def read_miller_arrays(path: str | os.PathLike) -> list[miller.array]:
     try:
         reader = any_reflection_file(str(path))
         if reader.file_type() is None:
+            if path.suffix.lower() == ".mtz":
+                raise Sorry(f"Cannot read {path}: not a valid MTZ file (damaged or "
+                            f"truncated); re-export it.")
             raise Sorry(f"Cannot read {path}: not a reflection file iotbx recognises (MTZ, "
                         f"mmCIF, SCALEPACK, ...); check the file type.")
         arrays = reader.as_miller_arrays()
@@ -90,11 +93,16 @@ def _short(label: str) -> str:
 
 
 def labels_match(array: miller.array, requested: Sequence[str]) -> bool:
-    """True when ``requested`` names the array's columns (all, or the leading ones)."""
+    """True when ``requested`` names the array's columns (all, or the leading ones).
+
+    mmCIF arrays carry their data block's name as a first label, which may be left out.
+    """
     have = list(array.info().labels) if array.info() is not None else []
-    if len(requested) > len(have):
-        return False
-    return all(r == h or _short(r) == _short(h) for r, h in zip(requested, have))
+    for labels in (have, have[1:]):
+        if 0 < len(requested) <= len(labels) and all(
+                r == h or _short(r) == _short(h) for r, h in zip(requested, labels)):
+            return True
+    return False
 
 
 def pick_array(arrays: Sequence[miller.array], requested: Sequence[str], source: str,

@@ -5,10 +5,11 @@ so a bad input never shows a traceback.
 """
 from __future__ import annotations
 
+import os
 import sys
 from typing import Sequence
 
-from iotbx.cli_parser import run_program
+from iotbx.cli_parser import CCTBXParser, run_program
 from libtbx.utils import Sorry
 
 
@@ -18,27 +19,57 @@ def one_line(message: object) -> str:
 
 
 def explain_unrecognised_arguments(parser) -> None:
-    """Replace the parser's generic 'not recognized' error by the reason for the first argument.
+    """Replace iotbx's generic handling of unusable arguments by the reason for the first one.
 
     Passed to ``run_program`` as ``custom_process_arguments``: it runs after files and PHIL are
-    parsed, while ``parser.namespace.unknown`` holds what nothing could read.
+    parsed.  Arguments nothing could read are in ``parser.namespace.unknown``; files iotbx read
+    as a type the program does not take (or could not classify) are missing from the
+    DataManager.  Both would otherwise be ignored or reported without a reason.
     """
     from meteor_cctbx.file_checks import explain_unreadable_argument
 
     for argument in parser.namespace.unknown:
         explain_unreadable_argument(argument)
+    taken = set()
+    for datatype in parser.data_manager.datatypes:
+        names = getattr(parser.data_manager, f"get_{datatype}_names", lambda: [])()
+        taken.update(os.path.abspath(name) for name in names)
+    for file_name in parser.namespace.files or []:
+        if os.path.abspath(file_name) not in taken:
+            explain_unreadable_argument(file_name)
+
+
+class MeteorParser(CCTBXParser):
+    """iotbx's parser with parameter errors reported as one sentence naming the parameter."""
+
+    def parse_args(self, args, *rest, **kwargs):
+        try:
+            return super().parse_args(args, *rest, **kwargs)
+        except RuntimeError as error:  # libtbx.phil: bad value, out of range, bad syntax
+            raise Sorry(f"{one_line(error)}; run with --show-defaults to see the allowed "
+                        f"values.") from error
+
+    def raise_Sorry_for_unused_phil(self):
+        if self.unused_phil and self.unused_phil_raises_sorry \
+                and not self.namespace.diff_params:
+            unknown = ", ".join(one_line(phil) for phil in self.unused_phil)
+            raise Sorry(f"Unknown parameter(s) {unknown} for {self.prog}: run with "
+                        f"--show-defaults to list the parameters (in .eff files give full "
+                        f"names, e.g. output.overwrite).")
 
 
 def run_as_command(program_class, args: Sequence[str] | None = None) -> int:
     """Run ``program_class`` on command-line ``args``; return the process exit status."""
     args = list(sys.argv[1:] if args is None else args)
     try:
-        run_program(program_class=program_class, args=args,
+        run_program(program_class=program_class, args=args, parser_class=MeteorParser,
                     custom_process_arguments=explain_unrecognised_arguments)
     except Sorry as error:
         sys.stdout.flush()
         print(f"Sorry: {one_line(error)}", file=sys.stderr)
         return 1
+    except SystemExit as exit_request:  # --help, --show-defaults
+        return exit_request.code if isinstance(exit_request.code, int) else 0
     except KeyboardInterrupt:
         print("Interrupted: no output was written past the last completed file.", file=sys.stderr)
         return 130

@@ -33,3 +33,8 @@ def master_phil(name: str) -> libtbx.phil.scope:
 def default_params(name: str) -> libtbx.phil.scope_extract:
     """Default parameters of program ``name`` as a PHIL extract (for the Python API)."""
     return master_phil(name).extract()
+
+
+def choice(value: str | None) -> str:
+    """A PHIL choice as a string: libtbx.phil extracts the choice ``none`` as Python None."""
+    return "none" if value is None else str(value)

@@ -22,6 +22,9 @@ class DifferenceProgram(ProgramTemplate):
     datatypes = ["model", "miller_array", "phil"]
     program_name = "meteor"
 
+    def set_target_output_format(self) -> None:
+        """No model is written; iotbx's model-format guess would misread our model scope."""
+
     def validate(self) -> None:
         self.files = resolve_files(self.params, self.data_manager.get_miller_array_names(),
                                    self.data_manager.get_model_names())

@@ -1,0 +1,65 @@
+"""k-weights follow their formula; the 1-D maximiser finds known optima and records points."""
+import math
+
+import numpy as np
+import pytest
+
+from meteor_cctbx.kweight import kweights
+from meteor_cctbx.maximize import maximize_scalar, parabola_vertex
+
+
+def test_kweights_formula_and_normalisation():
+    rng = np.random.default_rng(0)
+    delta = rng.normal(size=1000) * 10
+    sigma = rng.uniform(1, 5, 1000)
+    k = 0.3
+    w = kweights(delta, sigma, k)
+    expected = 1 / (1 + sigma ** 2 / np.mean(sigma ** 2) + k * delta ** 2 / np.mean(delta ** 2))
+    assert np.allclose(w, expected / expected.mean())
+    assert w.mean() == pytest.approx(1.0)
+
+
+def test_k_zero_is_not_unweighted():
+    sigma = np.array([1.0, 2.0, 4.0])
+    w = kweights(np.array([1.0, 1.0, 1.0]), sigma, 0.0)
+    assert w[0] > w[1] > w[2]
+
+
+def test_large_differences_are_down_weighted_for_positive_k():
+    w = kweights(np.array([1.0, 5.0, 20.0]), np.ones(3), 1.0)
+    assert w[0] > w[1] > w[2]
+    with pytest.raises(ValueError):
+        kweights(np.ones(3), np.ones(3), -0.1)
+
+
+@pytest.mark.parametrize("optimum", [0.0, 0.137, 0.61, 1.0])
+def test_linear_search_finds_known_optimum(optimum):
+    result = maximize_scalar(lambda x: -(x - optimum) ** 2, 0.0, 1.0, n_coarse=11,
+                             tolerance=0.002)
+    assert result.best.parameter == pytest.approx(optimum, abs=0.002)
+    parameters = [p.parameter for p in result.points]
+    assert len(parameters) == len(set(parameters)) <= 30
+
+
+@pytest.mark.parametrize("optimum", [0.0021, 0.037, 0.4])
+def test_log_search_finds_known_optimum_and_scores_extra_points(optimum):
+    def score(x: float) -> float:
+        return -99.0 if x <= 0 else -(math.log10(x) - math.log10(optimum)) ** 2
+
+    result = maximize_scalar(score, 1e-3, 1.0, log_scale=True, n_coarse=9, tolerance=0.02,
+                             extra_points=(0.0,))
+    assert math.log10(result.best.parameter) == pytest.approx(math.log10(optimum), abs=0.02)
+    assert result.points[0].parameter == 0.0
+    assert result.as_dict()["best_parameter"] == result.best.parameter
+
+
+def test_narrow_peak_between_coarse_points_is_found():
+    result = maximize_scalar(lambda x: math.exp(-((x - 0.52) / 0.04) ** 2), 0, 1, n_coarse=11,
+                             tolerance=0.001)
+    assert result.best.parameter == pytest.approx(0.52, abs=0.002)
+
+
+def test_parabola_vertex():
+    assert parabola_vertex((0, 0), (1, 1), (2, 0)) == pytest.approx(1.0)
+    assert parabola_vertex((0, 0), (1, 2), (3, 0)) == pytest.approx(1.5)
+    assert parabola_vertex((0, 0), (1, -1), (2, 0)) is None
