@@ -14,7 +14,7 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["meteor_cctbx", "meteor_cctbx.*"]),
     package_data={"meteor_cctbx": ["phil/*.phil", "examples/*"]},
-    install_requires=["cctbx-base", "numpy", "scipy", "scikit-image", "matplotlib"],
+    install_requires=["cctbx-base", "numpy", "scipy", "scikit-image", "matplotlib", "numba"],
     extras_require={"test": ["pytest", "hypothesis"]},
     entry_points={
         "console_scripts": [

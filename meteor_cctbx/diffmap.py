@@ -104,12 +104,10 @@ def _reporter(label: str, log):
     return report
 
 
-def weighted_coefficients(pair: ScaledPair, grid: CellGrid, params, log
-                          ) -> tuple[np.ndarray, float | None, ScanResult | None]:
-    """Difference coefficients after k-weighting (mode none / fixed / optimize)."""
-    raw = pair.delta_f * pair.unit_phases
+def weighted_coefficients(raw: np.ndarray, sigma_delta: np.ndarray | None, grid: CellGrid,
+                          params, log) -> tuple[np.ndarray, float | None, ScanResult | None]:
+    """Difference coefficients ``raw`` after k-weighting (mode none / fixed / optimize)."""
     mode = choice(params.kweight.mode)
-    sigma_delta = pair.sigma_delta
     if mode == "none":
         if sigma_delta is None:
             print("  Warning: data without sigmas; fine without k-weighting, but the map "
@@ -149,6 +147,79 @@ def denoised_map(real_map: np.ndarray, params, log
     return optimum.denoised_map, optimum.weight, optimum.scan
 
 
+def scale_and_grid(derivative: miller.array, native: miller.array, phases: miller.array,
+                   params, log) -> tuple[ScaledPair, CellGrid]:
+    """Scale the pair (scaling.mode) and build the unit-cell grid (map.sampling); log both."""
+    scaling_mode = choice(params.scaling.mode)
+    pair = scale_pair(derivative, native, phases, scaling_mode)
+    d, n = pair.derivative_scale, pair.native_scale
+    print(f"  Scaling ({scaling_mode}) on {pair.derivative.size()} common reflections: "
+          f"derivative k={d.k:.4g} B_iso={d.b_iso:.2f} A^2 R {d.r_before:.3f} -> "
+          f"{d.r_after:.3f}; native k={n.k:.4g} B_iso={n.b_iso:.2f} A^2 R {n.r_before:.3f} -> "
+          f"{n.r_after:.3f}", file=log)
+    grid = CellGrid.for_set(pair.derivative, sampling=params.map.sampling)
+    print(f"  Map grid {grid.n_real[0]} x {grid.n_real[1]} x {grid.n_real[2]} "
+          f"({grid.n_voxels} voxels)", file=log)
+    return pair, grid
+
+
+@dataclass
+class Enhancement:
+    """k-weighting then TV denoising of difference coefficients, with their scans."""
+
+    coefficients: np.ndarray
+    final_map: np.ndarray
+    k_parameter: float | None
+    kweight_scan: ScanResult | None
+    tv_weight: float | None
+    tv_scan: ScanResult | None
+    negentropy: dict
+    timings: dict
+
+
+def enhance(raw: np.ndarray, sigma_delta: np.ndarray | None, grid: CellGrid, params, log
+            ) -> Enhancement:
+    """k-weight (kweight.*) then TV-denoise (tv.*) difference coefficients ``raw``."""
+    timings = {}
+    raw_map = grid.to_map(raw)
+    print(f"  Difference map rms {raw_map.std():.4g}, negentropy {negentropy(raw_map):.5f}",
+          file=log)
+    step = time.perf_counter()
+    coefficients, k, k_scan = weighted_coefficients(raw, sigma_delta, grid, params, log)
+    weighted_map = raw_map if k is None else grid.to_map(coefficients)
+    timings["kweight"] = time.perf_counter() - step
+    if k is not None:
+        print(f"  k-weighting with k = {k:.4g}: negentropy {negentropy(weighted_map):.5f}",
+              file=log)
+    step = time.perf_counter()
+    final_map, weight, tv_scan = denoised_map(weighted_map, params, log)
+    if weight is not None:
+        coefficients = grid.to_coefficients(final_map)
+        print(f"  TV denoising with weight {weight:.4g}: negentropy "
+              f"{negentropy(final_map):.5f}", file=log)
+    timings["tv"] = time.perf_counter() - step
+    return Enhancement(coefficients, final_map, k, k_scan, weight, tv_scan,
+                       {"raw": negentropy(raw_map), "kweighted": negentropy(weighted_map),
+                        "final": negentropy(final_map)}, timings)
+
+
+def complex_array(miller_set: miller.set, values: np.ndarray) -> miller.array:
+    return miller.array(miller_set, flex.complex_double(np.asarray(values, np.complex128)))
+
+
+def result_metadata(pair: ScaledPair, grid: CellGrid, enhancement: Enhancement) -> dict:
+    """Scaling, negentropies, chosen parameters, scans and timings for the run record."""
+    return {"n_reflections": pair.derivative.size(), "grid": list(grid.n_real),
+            "scaling": {"derivative": pair.derivative_scale.as_dict(),
+                        "native": pair.native_scale.as_dict()},
+            "negentropy": enhancement.negentropy,
+            "k_parameter": enhancement.k_parameter, "tv_weight": enhancement.tv_weight,
+            "kweight_scan": enhancement.kweight_scan.as_dict() if enhancement.kweight_scan
+            else None,
+            "tv_scan": enhancement.tv_scan.as_dict() if enhancement.tv_scan else None,
+            "timings_seconds": dict(enhancement.timings)}
+
+
 def compute_diffmap(derivative: miller.array, native: miller.array, phases: miller.array,
                     params=None, log=None) -> DiffmapResult:
     """Isomorphous difference map coefficients, derivative minus native.
@@ -158,58 +229,17 @@ def compute_diffmap(derivative: miller.array, native: miller.array, phases: mill
     """
     params = params if params is not None else default_params("diffmap")
     log = log or null_out()
-    timings = {}
     start = time.perf_counter()
-    scaling_mode = choice(params.scaling.mode)
-    pair = scale_pair(derivative, native, phases, scaling_mode)
-    timings["scaling"] = time.perf_counter() - start
-    print(f"  Scaling ({scaling_mode}) on {pair.derivative.size()} common reflections: "
-          f"derivative k={pair.derivative_scale.k:.4g} B_iso={pair.derivative_scale.b_iso:.2f}"
-          f" A^2 R {pair.derivative_scale.r_before:.3f} -> {pair.derivative_scale.r_after:.3f};"
-          f" native k={pair.native_scale.k:.4g} B_iso={pair.native_scale.b_iso:.2f} A^2 "
-          f"R {pair.native_scale.r_before:.3f} -> {pair.native_scale.r_after:.3f}", file=log)
-
-    step = time.perf_counter()
-    grid = CellGrid.for_set(pair.derivative, sampling=params.map.sampling)
+    pair, grid = scale_and_grid(derivative, native, phases, params, log)
+    prepared = time.perf_counter()
     raw = pair.delta_f * pair.unit_phases
-    raw_map = grid.to_map(raw)
-    timings["grid"] = time.perf_counter() - step
-    print(f"  Map grid {grid.n_real[0]} x {grid.n_real[1]} x {grid.n_real[2]} "
-          f"({grid.n_voxels} voxels); raw difference map rms {raw_map.std():.4g}, "
-          f"negentropy {negentropy(raw_map):.5f}", file=log)
-
-    step = time.perf_counter()
-    coefficients, k, k_scan = weighted_coefficients(pair, grid, params, log)
-    timings["kweight"] = time.perf_counter() - step
-    weighted_map = raw_map if k is None else grid.to_map(coefficients)
-    if k is not None:
-        print(f"  k-weighting with k = {k:.4g}: negentropy {negentropy(weighted_map):.5f}",
-              file=log)
-
-    step = time.perf_counter()
-    final_map, weight, tv_scan = denoised_map(weighted_map, params, log)
-    if weight is not None:
-        coefficients = grid.to_coefficients(final_map)
-        print(f"  TV denoising with weight {weight:.4g}: negentropy "
-              f"{negentropy(final_map):.5f}", file=log)
-    timings["tv"] = time.perf_counter() - step
-    timings["total"] = time.perf_counter() - start
-
-    miller_set = pair.derivative.set()
-    as_array = lambda values: miller.array(miller_set, flex.complex_double(values))  # noqa: E731
-    metadata = {
-        "n_reflections": miller_set.size(),
-        "grid": list(grid.n_real),
-        "scaling": {"derivative": pair.derivative_scale.as_dict(),
-                    "native": pair.native_scale.as_dict()},
-        "negentropy": {"raw": negentropy(raw_map), "kweighted": negentropy(weighted_map),
-                       "final": negentropy(final_map)},
-        "k_parameter": k, "tv_weight": weight,
-        "kweight_scan": k_scan.as_dict() if k_scan else None,
-        "tv_scan": tv_scan.as_dict() if tv_scan else None,
-        "timings_seconds": timings,
-    }
-    return DiffmapResult(map_coefficients=as_array(coefficients), raw_coefficients=as_array(raw),
-                         pair=pair, grid=grid, final_map=final_map, k_parameter=k,
-                         tv_weight=weight, kweight_scan=k_scan, tv_scan=tv_scan,
-                         metadata=metadata)
+    enhancement = enhance(raw, pair.sigma_delta, grid, params, log)
+    metadata = result_metadata(pair, grid, enhancement)
+    metadata["timings_seconds"].update(scaling_and_grid=prepared - start,
+                                       total=time.perf_counter() - start)
+    return DiffmapResult(
+        map_coefficients=complex_array(pair.derivative, enhancement.coefficients),
+        raw_coefficients=complex_array(pair.derivative, raw), pair=pair, grid=grid,
+        final_map=enhancement.final_map, k_parameter=enhancement.k_parameter,
+        tv_weight=enhancement.tv_weight, kweight_scan=enhancement.kweight_scan,
+        tv_scan=enhancement.tv_scan, metadata=metadata)

@@ -13,12 +13,13 @@ and whether the grid is periodic (a crystallographic unit cell) or a box with ed
 """
 from __future__ import annotations
 
+import itertools
 import math
-import os
 import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Callable
 
 import numpy as np
@@ -29,6 +30,8 @@ import scipy.fft  # noqa: E402 (after flex, see above)
 import scipy.ndimage  # noqa: E402
 import scipy.optimize  # noqa: E402
 from libtbx.utils import Sorry
+
+from meteor_cctbx.grid import fft_workers
 
 #: Half width of the raised-cosine edge of the low-pass filter, relative to the cut-off
 #: frequency: transmission 1 below 0.8/d, 0.5 at 1/d, 0 above 1.2/d.
@@ -44,6 +47,8 @@ VOXELS_ABOVE_QUANTILE = 20
 BINS_PER_SIGMA = 8
 #: Largest number of voxels the solvent histogram is built from (a regular subsample).
 SOLVENT_SAMPLE = 4_000_000
+#: Voxels per block when the confidence curve is evaluated (bounds temporary memory).
+INTERPOLATION_CHUNK = 1 << 20
 MODES = ("none", "amplify", "attenuate", "sigmoid")
 #: Program name written into the labels of output maps.
 PROGRAM_NAME = "meteor.local_scale"
@@ -84,9 +89,9 @@ def map_manager_values(mm) -> np.ndarray:
     return mm.map_data().as_numpy_array().astype(np.float32)
 
 
-def _flex_grid(values: np.ndarray):
+def as_flex_grid(values: np.ndarray):
     """``values`` as a flex.double with a matching flex.grid (origin zero)."""
-    data = flex.double(np.ascontiguousarray(values, dtype=np.float64).ravel())
+    data = flex.double(np.ascontiguousarray(values, dtype=np.float32).reshape(-1))
     data.reshape(flex.grid(values.shape))
     return data
 
@@ -94,7 +99,7 @@ def _flex_grid(values: np.ndarray):
 def map_manager_like(template, values: np.ndarray, label: str):
     """A copy of map_manager ``template`` (origin at zero) holding ``values``, with ``label``
     added in front of the template's labels."""
-    mm = template.customized_copy(map_data=_flex_grid(values), use_deep_copy_for_map_data=False)
+    mm = template.customized_copy(map_data=as_flex_grid(values), use_deep_copy_for_map_data=False)
     mm.set_program_name(PROGRAM_NAME)
     mm.add_label(label)
     return mm
@@ -104,19 +109,11 @@ def unit_cell_map_manager(values: np.ndarray, crystal_symmetry, label: str):
     """map_manager of ``values`` covering one whole unit cell of ``crystal_symmetry``."""
     from iotbx.map_manager import map_manager
 
-    mm = map_manager(map_data=_flex_grid(values), unit_cell_grid=values.shape,
+    mm = map_manager(map_data=as_flex_grid(values), unit_cell_grid=values.shape,
                      unit_cell_crystal_symmetry=crystal_symmetry, wrapping=True)
     mm.set_program_name(PROGRAM_NAME)
     mm.add_label(label)
     return mm
-
-
-def available_cores() -> int:
-    """Number of cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 # ----------------------------------------------------------------------------------------------
@@ -315,16 +312,14 @@ def reference_level(values: np.ndarray, tau: float, edge: int) -> Reference:
     """Highest ``tau`` quantile of ``values`` over a tiling of the grid into near-cubes of
     about ``edge`` voxels (a grid smaller than a tile along an axis is one tile along it)."""
     bounds = [np.linspace(0, n, max(1, n // edge) + 1).round().astype(int) for n in values.shape]
-    best = None
-    n_tiles = 0
-    for a0, b0 in zip(bounds[0][:-1], bounds[0][1:]):
-        for a1, b1 in zip(bounds[1][:-1], bounds[1][1:]):
-            for a2, b2 in zip(bounds[2][:-1], bounds[2][1:]):
-                level = float(np.quantile(values[a0:b0, a1:b1, a2:b2], tau))
-                n_tiles += 1
-                if best is None or level > best[0]:
-                    best = (level, (int(a0), int(a1), int(a2)), (int(b0), int(b1), int(b2)))
-    return Reference(best[0], tau, edge, best[1], best[2], n_tiles)
+    tiles = [[(int(a), int(b)) for a, b in zip(axis[:-1], axis[1:])] for axis in bounds]
+    best_level, best_tile = -np.inf, None
+    for tile in itertools.product(*tiles):
+        level = float(np.quantile(values[tuple(slice(a, b) for a, b in tile)], tau))
+        if level > best_level:
+            best_level, best_tile = level, tile
+    return Reference(best_level, tau, edge, tuple(a for a, _ in best_tile),
+                     tuple(b for _, b in best_tile), math.prod(len(axis) for axis in tiles))
 
 
 def scale_from_local_maximum(local_maximum: np.ndarray, reference: float) -> np.ndarray:
@@ -359,13 +354,24 @@ class SolventModel:
     sampled_voxels: int
 
     def confidence_of(self, values: np.ndarray, hedge: float = 1.0) -> np.ndarray:
-        """Confidence (0-1, non-decreasing in value) of each of ``values``, raised to the
-        power ``hedge``."""
-        confidence = np.interp(values, self.centres, self.confidence, left=0.0, right=1.0)
-        confidence = confidence.astype(np.float32)
-        if hedge != 1:
-            np.power(confidence, np.float32(hedge), out=confidence)
-        return confidence
+        """Confidence (0-1, non-decreasing in value) of each of ``values`` (float32), from the
+        curve raised to the power ``hedge``: linear between bin centres, the end values
+        beyond them."""
+        curve = (self.confidence ** hedge).astype(np.float32)
+        slope = np.diff(curve, append=curve[-1])
+        first = np.float32(self.centres[0])
+        per_bin = np.float32(1.0 / (self.centres[1] - self.centres[0]))
+        flat = np.ascontiguousarray(values, dtype=np.float32).reshape(-1)
+        confidence = np.empty(flat.shape, dtype=np.float32)
+        for start in range(0, flat.size, INTERPOLATION_CHUNK):
+            position = (flat[start:start + INTERPOLATION_CHUNK] - first) * per_bin
+            np.clip(position, 0, curve.size - 1, out=position)
+            index = position.astype(np.intp)
+            position -= index
+            position *= slope[index]
+            position += curve[index]
+            confidence[start:start + INTERPOLATION_CHUNK] = position
+        return confidence.reshape(np.shape(values))
 
     def level_at_confidence(self, confidence: float) -> float:
         """Lowest value whose confidence reaches ``confidence``."""
@@ -373,7 +379,7 @@ class SolventModel:
         return float(self.centres[reached[0]]) if reached.size else float(self.centres[-1])
 
 
-def _regular_sample(values: np.ndarray, size: int) -> np.ndarray:
+def regular_sample(values: np.ndarray, size: int) -> np.ndarray:
     """Every k-th value of ``values`` (flattened), about ``size`` of them."""
     flat = values.ravel()
     return flat[:: max(1, flat.size // size)]
@@ -394,9 +400,9 @@ def fit_solvent(values: np.ndarray, solvent_voxels: np.ndarray | None = None) ->
     v is 1 - solvent(v) / histogram(v), 1 where the model expects under half a voxel per bin,
     and is made non-decreasing by taking at each value the minimum over all higher values.
     """
-    everything = _regular_sample(values, SOLVENT_SAMPLE)
+    everything = regular_sample(values, SOLVENT_SAMPLE)
     defined = (everything if solvent_voxels is None else
-               _regular_sample(values[solvent_voxels], SOLVENT_SAMPLE))
+               regular_sample(values[solvent_voxels], SOLVENT_SAMPLE))
     if defined.size < 100:
         raise Sorry("Too few solvent voxels to fit the solvent model: the solvent-definition "
                     "mask marks almost nothing as solvent; check its polarity "
@@ -417,6 +423,9 @@ def fit_solvent(values: np.ndarray, solvent_voxels: np.ndarray | None = None) ->
                         "Gaussian: the map may be masked or solvent-flattened; give an "
                         "unmasked map.") from error
         sigma = abs(float(sigma))
+        if not sigma > 0:
+            raise Sorry("The fitted solvent peak has no width: the map looks masked or "
+                        "solvent-flattened; give an unmasked map.")
     width = sigma / BINS_PER_SIGMA
     low, high = float(everything.min()), float(everything.max())
     n_bins = int(min(100_000, max(10, math.ceil((high - low) / width))))
@@ -485,21 +494,23 @@ def scale_factor(scale: np.ndarray, mode: str, power: float, pivot: float,
     (T(S) = p (S/p)^power below p, 1 - (1-p) ((1-S)/(1-p))^power above).  Voxels with
     S <= scale_limit keep factor 1.
     """
-    factor = np.ones_like(scale, dtype=np.float32)
-    changed = scale > scale_limit
-    s = scale[changed].astype(np.float32)
-    if mode == "amplify":
-        factor[changed] = s ** np.float32(1.0 / power - 1.0)
-    elif mode == "attenuate":
-        factor[changed] = s ** np.float32(power - 1.0)
-    elif mode == "sigmoid":
-        lower = s <= pivot
-        mapped = np.empty_like(s)
-        mapped[lower] = pivot * (s[lower] / pivot) ** power
-        mapped[~lower] = 1 - (1 - pivot) * ((1 - s[~lower]) / (1 - pivot)) ** power
-        factor[changed] = mapped / s
-    elif mode != "none":
+    if mode not in MODES:
         raise ValueError(f"unknown modification mode {mode!r}; expected one of {MODES}")
+    if mode == "none":
+        return np.ones_like(scale, dtype=np.float32)
+    # Voxels at or below the limit get factor 1 at the end; flooring S there keeps the powers
+    # finite.
+    s = np.maximum(scale, np.float32(max(scale_limit, 1e-30)), dtype=np.float32)
+    if mode == "amplify":
+        factor = np.power(s, np.float32(1.0 / power - 1.0))
+    elif mode == "attenuate":
+        factor = np.power(s, np.float32(power - 1.0))
+    else:
+        lower = pivot * np.power(s / np.float32(pivot), np.float32(power))
+        upper = 1 - (1 - pivot) * np.power((1 - s) / np.float32(1 - pivot), np.float32(power))
+        factor = np.where(s <= pivot, lower, upper).astype(np.float32, copy=False)
+        factor /= s
+    np.copyto(factor, np.float32(1), where=scale <= scale_limit)
     return factor
 
 
@@ -538,6 +549,7 @@ class LocalScaleResult:
     mask_marks: str | None
     timings: dict[str, float] = field(default_factory=dict)
 
+    @cached_property
     def levels(self) -> dict:
         """Every detected level and derived setting, for the run record."""
         confident = self.scale[self.confidence >= 0.5]
@@ -609,33 +621,34 @@ def estimate_local_scale(values: np.ndarray, geometry: GridGeometry, params,
         raise Sorry(f"The map has {values.ndim} dimensions, not 3.")
     if not np.isfinite(values).all():
         raise Sorry("The map contains NaN or infinite values: repair or recompute it.")
-    workers = params.nproc or available_cores()
+    workers = params.nproc or fft_workers()
     timings: dict[str, float] = {}
     clock = time.perf_counter()
 
-    def step(name: str) -> None:
+    def step(name: str, message: str) -> None:
+        """Record the time since the previous step under ``name`` and log ``message``."""
         nonlocal clock
         now = time.perf_counter()
         timings[name] = now - clock
-        log(f"  {name}: {now - clock:.2f} s")
+        log(f"  {message}: {now - clock:.2f} s")
         clock = now
 
     resolution = params.scale.lowpass or default_lowpass(geometry)
     lowpassed = lowpass(values, geometry, resolution, workers)
-    step(f"low-pass to {resolution:.2f} A")
+    step("lowpass", f"low-pass to {resolution:.2f} A")
 
     radius = params.scale.kernel_radius or resolution / 2
     footprint = ball_footprint(radius, geometry)
     kernel_voxels = int(footprint.sum())
     source = lowpassed if params.scale.source == "lowpass" else values
     local_maximum = kernel_maximum(source, footprint, geometry.periodic, workers)
-    step(f"maximum over a {radius:.2f} A sphere ({kernel_voxels} voxels)")
+    step("kernel_maximum", f"maximum over a {radius:.2f} A sphere ({kernel_voxels} voxels)")
 
     tau = params.scale.tau or default_tau(kernel_voxels)
     reference = reference_level(source, tau, tile_edge(tau, max(footprint.shape)))
     scale = scale_from_local_maximum(local_maximum, reference.level)
     del local_maximum
-    step(f"reference level {reference.level:.4g} (quantile {tau:.6f} over "
+    step("reference", f"reference level {reference.level:.4g} (quantile {tau:.6f} over "
          f"{reference.n_tiles} tiles)")
 
     marks = None
@@ -646,15 +659,15 @@ def estimate_local_scale(values: np.ndarray, geometry: GridGeometry, params,
     solvent = fit_solvent(lowpassed, solvent_voxels)
     confidence = solvent.confidence_of(lowpassed, params.solvent.hedge_confidence)
     del lowpassed
-    step(f"solvent model mean {solvent.mean:.4g}, sigma {solvent.sigma:.4g}, "
-         f"fraction {solvent.solvent_fraction:.2f}")
+    step("solvent_model", f"solvent model mean {solvent.mean:.4g}, sigma "
+         f"{solvent.sigma:.4g}, fraction {solvent.solvent_fraction:.2f}")
 
     modified = None
     if params.modify.mode != "none" or params.solvent.exclude:
         modified = modify_map(values, scale, confidence, params.modify.mode,
                               params.modify.power, params.modify.pivot,
                               params.modify.scale_limit, params.solvent.exclude)
-        step(f"modification ({params.modify.mode}"
+        step("modification", f"modification ({params.modify.mode}"
              f"{', solvent excluded' if params.solvent.exclude else ''})")
     return LocalScaleResult(scale, confidence, modified, solvent, reference, resolution,
                             radius, kernel_voxels, marks, timings)

@@ -17,11 +17,12 @@ from iotbx.map_model_manager import map_model_manager as MapModelManager
 from libtbx.utils import Sorry, null_out
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, TextIO
 
 import numpy as np
 import scipy.fft
+import scipy.optimize
 
 from meteor_cctbx.maximize import ScanPoint, ScanResult, maximize_scalar
 from meteor_cctbx.negentropy import negentropy
@@ -67,6 +68,14 @@ class FourierMap:
         scaled = self.coefficients * factors.astype(np.float32, copy=False)
         return scipy.fft.irfftn(scaled, s=self.shape, workers=self.workers).astype(
             np.float32, copy=False)
+
+    def hermitian_weights(self) -> np.ndarray:
+        """How many coefficients of the full transform each stored coefficient stands for."""
+        weights = np.full(self.coefficients.shape[-1], 2.0)
+        weights[0] = 1.0
+        if self.shape[2] % 2 == 0:
+            weights[-1] = 1.0
+        return np.broadcast_to(weights, self.coefficients.shape)
 
     def shell_rms(self, d_min: float, n_shells: int) -> tuple[np.ndarray, np.ndarray]:
         """Mean d*² and rms |F| in ``n_shells`` shells of equal d*³ width, from d_min outwards.
@@ -117,12 +126,6 @@ class SharpeningForm:
         if not self.switches(b_sharpen):
             return b_sharpen
         return b_sharpen - self.b_blur_hires if self.b_blur_hires is not None else 0.0
-
-    def single_b_d_min(self, b_sharpen: float, resolution: float) -> float:
-        """Smallest d (Å) down to which B(d) stays within 1% of the switch of b_sharpen."""
-        if not self.switches(b_sharpen):
-            return resolution
-        return max(resolution, self.d_cut + math.log(99.0) / self.k_sharpen)
 
     def factors(self, d_star_sq: np.ndarray, b_sharpen: float) -> np.ndarray:
         """Per-coefficient factors (float32) for sharpening by ``b_sharpen`` Å²."""
@@ -437,34 +440,57 @@ def half_map_fsc(half_1: MapManager, half_2: MapManager) -> FscCurve:
 
 @dataclass
 class AppliedScale:
-    """rms amplitude ratio sharpened/input in resolution shells, and the B that fits it."""
+    """What a method did to the amplitudes: rms ratio sharpened/input in shells, and the
+    effective B, the single B whose sharpening exp(B·d*²/4) of the input correlates best with
+    the sharpened map (Fourier terms from ∞ to ``d_min``)."""
 
     d_star_sq: np.ndarray
     log_ratio: np.ndarray
     d_min: float
     effective_b: float
-    log_scale: float
+    correlation: float
 
     def as_dict(self) -> dict:
         return {"d_star_sq": self.d_star_sq, "ln_rms_ratio": self.log_ratio,
-                "fit_d_min": self.d_min, "effective_b": self.effective_b,
-                "ln_scale": self.log_scale}
+                "d_min": self.d_min, "effective_b": self.effective_b,
+                "cc_at_effective_b": self.correlation}
 
 
 def applied_scale(before: np.ndarray, after: np.ndarray, unit_cell, d_min: float,
                   n_shells: int = 20, workers: int = -1) -> AppliedScale:
-    """Fit ln(rms|F_after| / rms|F_before|) = ln k + B·d*²/4 in shells from ∞ to ``d_min``.
-
-    B is the effective sharpening B (Å²) of any method over that range, shells weighted equally.
-    """
-    d_star_sq, rms_before = FourierMap.from_map(before, unit_cell, workers).shell_rms(
-        d_min, n_shells)
-    _, rms_after = FourierMap.from_map(after, unit_cell, workers).shell_rms(d_min, n_shells)
+    """Compare the sharpened map ``after`` with the input ``before`` (same grid) to ``d_min``."""
+    fourier_before = FourierMap.from_map(before, unit_cell, workers)
+    fourier_after = FourierMap.from_map(after, unit_cell, workers)
+    d_star_sq, rms_before = fourier_before.shell_rms(d_min, n_shells)
+    _, rms_after = fourier_after.shell_rms(d_min, n_shells)
     usable = (rms_before > 0) & (rms_after > 0)
-    log_ratio = np.log(rms_after[usable] / rms_before[usable])
-    slope, intercept = np.polyfit(d_star_sq[usable] / 4.0, log_ratio, 1)
-    return AppliedScale(d_star_sq=d_star_sq[usable], log_ratio=log_ratio, d_min=d_min,
-                        effective_b=float(slope), log_scale=float(intercept))
+
+    # CC(B) from sums in fine shells of d*² (F000 excluded): Re(F_before·conj F_after), |F|².
+    n_fine = 200
+    terms = (fourier_before.d_star_sq > 0) & (fourier_before.d_star_sq <= 1.0 / d_min**2)
+    shell = np.minimum((fourier_before.d_star_sq[terms] * d_min**2 * n_fine).astype(np.int64),
+                       n_fine - 1)
+    weight = fourier_before.hermitian_weights()[terms]
+    a, b = fourier_before.coefficients[terms], fourier_after.coefficients[terms]
+    cross = np.bincount(shell, weights=weight * (a.real * b.real + a.imag * b.imag),
+                        minlength=n_fine)
+    power_before = np.bincount(shell, weights=weight * np.abs(a) ** 2, minlength=n_fine)
+    power_after = float(np.sum(weight * np.abs(b) ** 2))
+    quarter_s2 = np.bincount(shell, weights=fourier_before.d_star_sq[terms] / 4.0,
+                             minlength=n_fine) / np.maximum(np.bincount(shell, minlength=n_fine),
+                                                            1)
+
+    def minus_cc(b_factor: float) -> float:
+        exponent = b_factor * quarter_s2
+        scale = np.exp(exponent - exponent.max())  # CC does not depend on an overall factor
+        return -float(np.sum(cross * scale) /
+                      math.sqrt(np.sum(power_before * scale**2) * power_after))
+
+    best = scipy.optimize.minimize_scalar(minus_cc, bounds=(-500.0, 1000.0), method="bounded",
+                                          options={"xatol": 0.1})
+    return AppliedScale(d_star_sq=d_star_sq[usable],
+                        log_ratio=np.log(rms_after[usable] / rms_before[usable]), d_min=d_min,
+                        effective_b=float(best.x), correlation=-float(best.fun))
 
 
 def map_manager_like(template: MapManager, values: np.ndarray) -> MapManager:

@@ -21,6 +21,15 @@ def example(tmp_path_factory) -> SimpleNamespace:
     return SimpleNamespace(dir=directory, pair=pair)
 
 
+@pytest.fixture(scope="session")
+def example_f_model(example):
+    """F_model (bulk solvent, n_gaussian) of the example's phasing model on the native set."""
+    from meteor_cctbx.model_phases import load_model, model_structure_factors
+
+    model = load_model(example.dir / "model.pdb", example.pair.native.crystal_symmetry())
+    return model_structure_factors(model, example.pair.native).f_model
+
+
 @pytest.fixture
 def in_tmp(tmp_path, monkeypatch) -> Path:
     """Run the test inside an empty temporary directory."""

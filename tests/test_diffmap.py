@@ -4,15 +4,13 @@ import pytest
 from cctbx import miller
 
 from meteor_cctbx.diffmap import compute_diffmap
-from meteor_cctbx.model_phases import load_model, model_structure_factors
 from meteor_cctbx.phil import default_params
 from meteor_cctbx.synthetic import map_correlation
 
 
 @pytest.fixture(scope="module")
-def f_model(example):
-    model = load_model(example.dir / "model.pdb", example.pair.native.crystal_symmetry())
-    return model_structure_factors(model, example.pair.native).f_model
+def f_model(example_f_model):
+    return example_f_model
 
 
 @pytest.fixture(scope="module")

@@ -67,7 +67,7 @@ def test_json_record(finished_run):
     assert result["tv_weight"] == result["tv_scan"]["best_parameter"]
     assert len(result["tv_scan"]["points"]) >= 8
     assert len(result["kweight_scan"]["points"]) >= 11
-    assert set(result["timings_seconds"]) >= {"scaling", "kweight", "tv", "total"}
+    assert set(result["timings_seconds"]) >= {"scaling_and_grid", "kweight", "tv", "total"}
     assert record["versions"]["cctbx-base"] != "not installed"
     assert len(record["data"]["isomorphism_shells"]) >= 5
     assert record["data"]["model"]["bulk_solvent"] is True

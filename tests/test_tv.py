@@ -21,6 +21,14 @@ def test_periodic_solver_equals_scikit_image_on_a_wrapped_map(noisy_map):
     assert np.abs(chambolle_periodic(noisy_map, 0.4, n_iterations) - reference).max() < 1e-5
 
 
+def test_threaded_solver_uses_the_safe_threading_layer(noisy_map):
+    import numba
+
+    chambolle_periodic(noisy_map, 0.4, 2)
+    assert numba.threading_layer() == "workqueue"
+    assert numba.get_num_threads() >= 1
+
+
 def test_periodic_solver_commutes_with_cell_translations(noisy_map):
     shift = (5, 11, 3)
     denoised = chambolle_periodic(noisy_map, 0.3, 20)

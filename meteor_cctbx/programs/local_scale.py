@@ -59,7 +59,7 @@ Usage:
   meteor.local_scale map.mrc solvent_mask.mrc modify.mode=amplify modify.power=3
   meteor.local_scale refine.mtz input.labels=FWT,PHWT scale.source=lowpass
 """
-    program_name = "meteor.local_scale"
+    program_name = local_scale.PROGRAM_NAME
     datatypes = ["real_map", "miller_array", "phil"]
     master_phil_str = master_phil_str("local_scale")
 
@@ -104,7 +104,8 @@ Usage:
     def map_from_coefficients(self, source: Path):
         """map_manager of the unit cell computed from the file's map coefficients."""
         from meteor_cctbx.grid import CellGrid
-        from meteor_cctbx.reflections import describe_arrays, normalise_labels, pick_array
+        from meteor_cctbx.reflections import (describe_arrays, label_string, normalise_labels,
+                                              pick_array)
 
         arrays = self.data_manager.get_miller_arrays(filename=str(source))
         requested = normalise_labels(self.params.input.labels)
@@ -119,17 +120,17 @@ Usage:
                             f"input.labels=F,PHI.")
             coefficients = candidates[0]
         if not coefficients.is_complex_array():
-            raise Sorry(f"Labels {','.join(requested)} in {source} are not map coefficients "
-                        f"(amplitude + phase): give e.g. input.labels=FWT,PHWT.")
+            raise Sorry(f"Labels {label_string(coefficients)} in {source} are not map "
+                        f"coefficients (amplitude + phase): give e.g. input.labels=FWT,PHWT.")
         if self.params.input.sampling < 2:
             raise Sorry(f"input.sampling={self.params.input.sampling:g} is below 2: the grid "
                         f"would not hold the map's resolution; use 3 or more.")
+        labels = label_string(coefficients)
         if coefficients.anomalous_flag():
             coefficients = coefficients.average_bijvoet_mates()
         coefficients = coefficients.map_to_asu()
         cell_grid = CellGrid.for_set(coefficients, sampling=self.params.input.sampling)
         values = cell_grid.to_map(coefficients.data().as_numpy_array())
-        labels = ",".join(coefficients.info().labels)
         mm = local_scale.unit_cell_map_manager(values, coefficients.crystal_symmetry(),
                                                f"{labels} from {source.name}")
         return mm, (f"map coefficients {labels} of {source} ({coefficients.size()} "
@@ -199,7 +200,7 @@ Usage:
                 write_with(self.outputs[role], mm.write_map)
         write_bytes(self.outputs["chimerax"], self.chimerax_script().encode())
         self.write_plot()
-        result.timings["writing outputs"] = time.perf_counter() - clock
+        result.timings["writing_outputs"] = time.perf_counter() - clock
 
     def chimerax_script(self) -> str:
         """ChimeraX commands: the input coloured by scale with a key; other maps hidden.
@@ -241,8 +242,8 @@ Usage:
         solvent = self.result.solvent
         hedge = self.params.solvent.hedge_confidence
         fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
-        width = solvent.centres[1] - solvent.centres[0]
-        left.bar(solvent.centres, solvent.counts, width=width, color="0.7", label="map")
+        left.fill_between(solvent.centres, solvent.counts, step="mid", color="0.7",
+                          label="map")
         left.plot(solvent.centres, solvent.solvent, color="tab:blue", lw=1.2,
                   label=f"solvent fit (mean {solvent.mean:.3g}, sd {solvent.sigma:.3g})")
         left.set_yscale("log")
@@ -260,10 +261,13 @@ Usage:
         twin.set_ylabel("confidence (not solvent)", color="tab:red")
         left.legend(loc="upper right", fontsize=7)
         left.set_title("Solvent model and confidence", fontsize=9)
-        confident = self.result.scale[self.result.confidence >= 0.5]
-        right.hist(confident.ravel(), bins=50, range=(0, 1), color="tab:green")
+        scale = local_scale.regular_sample(self.result.scale, local_scale.SOLVENT_SAMPLE)
+        confidence = local_scale.regular_sample(self.result.confidence,
+                                                local_scale.SOLVENT_SAMPLE)
+        right.hist(scale[confidence >= 0.5], bins=50, range=(0, 1), color="tab:green")
         right.set_xlabel("local scale S")
-        right.set_ylabel("voxels with confidence >= 0.5")
+        right.set_ylabel("voxels with confidence >= 0.5"
+                         + ("" if scale.size == self.result.scale.size else " (sampled)"))
         right.set_title(f"Scale (reference level {self.result.reference.level:.3g})",
                         fontsize=9)
         fig.suptitle(f"meteor.local_scale: {self.inputs.source.name}", fontsize=10)
@@ -287,17 +291,21 @@ Usage:
                      "voxel_size_A": self.geometry.pixel_sizes,
                      "periodic": self.geometry.periodic},
             "parameters": params_as_dict(self.params),
-            "levels": self.result.levels(),
+            "levels": self.result.levels,
             "timings_s": self.result.timings,
             "outputs": {role: str(path) for role, path in self.outputs.items()},
             "versions": software_versions(),
         }
 
     def report(self) -> None:
-        levels = self.result.levels()
+        levels = self.result.levels
         print(f"Reference (full-scale) level {levels['reference_level']:.4g}; solvent mean "
               f"{levels['solvent_mean']:.4g}, sd {levels['solvent_sigma']:.4g}; confidence "
               f"0.5 at {levels['confidence_0.5_level']:.4g}", file=self.logger)
+        if levels["confident_fraction"] < 0.001:
+            print("Warning: almost no voxel lies above the solvent distribution, so nothing "
+                  "is modified; check the map's sign and that it is not solvent-flattened.",
+                  file=self.logger)
         print("Outputs:", file=self.logger)
         for path in self.outputs.values():
             print(f"  {path}", file=self.logger)
@@ -305,4 +313,4 @@ Usage:
 
     def get_results(self):
         return group_args(outputs={role: str(path) for role, path in self.outputs.items()},
-                          levels=self.result.levels(), timings=dict(self.result.timings))
+                          levels=self.result.levels, timings=dict(self.result.timings))

@@ -6,6 +6,7 @@ import contextlib
 import os
 import time
 
+import numpy as np
 from cctbx import miller
 from iotbx.map_model_manager import map_model_manager as MapModelManager
 from libtbx import group_args
@@ -19,7 +20,6 @@ from meteor_cctbx.record import (Panel, check_outputs_writable, params_as_dict,
                                  software_versions, write_json, write_map_coefficients_mtz,
                                  write_panels_png, write_with)
 
-DEFAULT_PREFIX = "sharpened"
 OUTPUT_SUFFIXES = (".ccp4", ".mtz", ".json", ".png")
 
 
@@ -79,19 +79,20 @@ Examples:
             raise Sorry(f"Give exactly two half maps, not {len(p.map_model.half_map)} "
                         f"({', '.join(p.map_model.half_map)}).")
         s = p.sharpening
+        self.method = self.resolve_method()
         if s.b_sharpen is not None and s.b_iso is not None:
             raise Sorry("Give sharpening.b_sharpen or sharpening.b_iso, not both.")
         if s.search.b_min >= s.search.b_max:
             raise Sorry(f"sharpening.search.b_min ({s.search.b_min:g}) must be below "
                         f"sharpening.search.b_max ({s.search.b_max:g}).")
-        if self.method() == "half_map" and not self._has_half_maps():
+        if self.method == "half_map" and not self._has_half_maps():
             raise Sorry("sharpening.method=half_map needs two half maps: give "
                         "half_map=<file 1> half_map=<file 2>.")
-        if self.method() == "model" and not self.data_manager.get_model_names():
+        if self.method == "model" and not self.data_manager.get_model_names():
             raise Sorry("sharpening.method=model needs a model: add a PDB/mmCIF file.")
-        if self.method() != "b_factor" and (s.b_sharpen is not None or s.b_iso is not None):
+        if self.method != "b_factor" and (s.b_sharpen is not None or s.b_iso is not None):
             raise Sorry(f"sharpening.b_sharpen and sharpening.b_iso apply to "
-                        f"sharpening.method=b_factor, not {self.method()}.")
+                        f"sharpening.method=b_factor, not {self.method}.")
         if (p.resolution is None and n_reflection_files == 0 and not self._has_half_maps()):
             raise Sorry("The resolution of a single map is not known: give "
                         "resolution=<nominal resolution in A>.")
@@ -102,8 +103,8 @@ Examples:
             return True
         return len(self.data_manager.get_real_map_names()) in (2, 3)
 
-    def method(self) -> str:
-        """The method to run: sharpening.method, with auto resolved."""
+    def resolve_method(self) -> str:
+        """The method to run: sharpening.method, with auto resolved from the inputs."""
         s = self.params.sharpening
         if s.method != "auto":
             return s.method
@@ -116,8 +117,9 @@ Examples:
         return "b_factor"
 
     def output_paths(self) -> dict[str, str]:
-        prefix = self.params.output.prefix or DEFAULT_PREFIX
-        return {suffix[1:]: prefix + suffix for suffix in OUTPUT_SUFFIXES}
+        if not self.params.output.prefix:
+            raise Sorry("output.prefix is empty: give output.prefix=<path and file stem>.")
+        return {suffix[1:]: self.params.output.prefix + suffix for suffix in OUTPUT_SUFFIXES}
 
     # ------------------------------------------------------------------------------------------
 
@@ -125,7 +127,7 @@ Examples:
         self.timings: dict[str, float] = {}
         self.record: dict = {"program": "meteor.sharpen", "versions": software_versions(),
                              "parameters": params_as_dict(self.params),
-                             "method": self.method()}
+                             "method": self.method}
         workers = self.params.nproc or -1
         with self.timed("read input"):
             mmm, map_coefficients = self.read_inputs()
@@ -141,25 +143,23 @@ Examples:
         d_min = resolution * self.params.sharpening.d_min_ratio
         self.record.update(resolution=resolution, fourier_d_min=d_min)
 
-        self.header(f"Sharpening by method {self.method()}")
-        with self.timed(f"sharpen ({self.method()})"):
+        self.header(f"Sharpening by method {self.method}")
+        with self.timed(f"sharpen ({self.method})"):
             sharpened, b_factor_result = self.sharpen(mmm, resolution, d_min, workers)
 
-        fit_d_min = resolution if b_factor_result is None else self.sharpening_form(
-            resolution, d_min).single_b_d_min(b_factor_result.b_sharpen, resolution)
         with self.timed("diagnostics"):
             scale = sharpen.applied_scale(
                 input_map.map_data().as_numpy_array(), sharpened.map_data().as_numpy_array(),
-                input_map.crystal_symmetry().unit_cell(), fit_d_min, workers=workers)
+                input_map.crystal_symmetry().unit_cell(), resolution, workers=workers)
             b_before = sharpen.wilson_b(input_map.map_as_fourier_coefficients(d_min=d_min),
                                         resolution)
             b_after = sharpen.wilson_b(sharpened.map_as_fourier_coefficients(d_min=d_min),
                                        resolution)
         self.record.update(effective_b=scale.effective_b, applied_scale=scale.as_dict(),
                            wilson_b_before=b_before, wilson_b_after=b_after)
-        self._print(f"Effective B applied: {scale.effective_b:.1f} A^2 (slope of "
-                    f"ln(rms|F| sharpened / input) against d*^2/4 in shells to "
-                    f"{fit_d_min:.2f} A)")
+        self._print(f"Effective B applied: {scale.effective_b:.1f} A^2 (the input sharpened "
+                    f"by exp(B d*^2/4) to {resolution:.2f} A correlates best with the result: "
+                    f"CC {scale.correlation:.3f})")
         self._print(f"Overall (Wilson) B of the map to {resolution:.2f} A: {b_before:.1f} A^2 "
                     f"before, {b_after:.1f} A^2 after")
 
@@ -175,26 +175,18 @@ Examples:
 
     def read_inputs(self) -> tuple[MapModelManager, miller.array | None]:
         """The maps and model, origin shifted to (0, 0, 0), and the map coefficients if given."""
-        if self.data_manager.get_miller_array_names():
+        try:
+            if not self.data_manager.get_miller_array_names():
+                return self.data_manager.get_map_model_manager(from_phil=True), None
             map_coefficients = self.read_map_coefficients()
             map_manager = map_coefficients.fft_map(resolution_factor=1 / 3).as_map_manager(
                 wrapping=True)
             model = (self.data_manager.get_model() if self.data_manager.get_model_names()
                      else None)
-            return self._map_model_manager(map_manager=map_manager, model=model), \
-                map_coefficients
-        try:
-            return self.data_manager.get_map_model_manager(from_phil=True), None
+            return MapModelManager(map_manager=map_manager, model=model), map_coefficients
         except (AssertionError, RuntimeError, ValueError) as error:
-            raise Sorry(f"The maps and model do not fit together ({error}): give maps of one "
-                        f"grid and a model placed on them.") from error
-
-    def _map_model_manager(self, **kwargs) -> MapModelManager:
-        try:
-            return MapModelManager(**kwargs)
-        except (AssertionError, RuntimeError, ValueError) as error:
-            raise Sorry(f"The model does not fit the map coefficients' cell ({error}): give "
-                        f"a model in the same crystal.") from error
+            raise Sorry(f"The map and model inputs do not fit together ({error}): give maps "
+                        f"on one grid and a model placed in the same cell.") from error
 
     def read_map_coefficients(self) -> miller.array:
         """The complex array named by ``labels`` (or the only one) in the reflection file."""
@@ -234,7 +226,7 @@ Examples:
         s = self.params.sharpening
         nproc = self.params.nproc or os.cpu_count() or 1
         mmm.set_log(self.logger)
-        method = self.method()
+        method = self.method
         if method == "half_map":
             return sharpen.sharpen_with_half_maps(mmm, resolution, anisotropic=s.anisotropic,
                                                   local=s.local, nproc=nproc), None
@@ -291,7 +283,7 @@ Examples:
         paths = self.output_paths()
         check_outputs_writable(paths.values(), self.params.output.overwrite)
         sharpened.set_program_name("meteor.sharpen")
-        sharpened.add_label(f"meteor.sharpen {self.method()}: effective B "
+        sharpened.add_label(f"meteor.sharpen {self.method}: effective B "
                             f"{scale.effective_b:.1f} A**2")
         write_with(paths["ccp4"], sharpened.write_map)
 
@@ -302,11 +294,11 @@ Examples:
         else:
             coefficients = sharpened.map_as_fourier_coefficients(d_min=d_min)
         write_map_coefficients_mtz(paths["mtz"], [(coefficients, "FWT", "PHWT")],
-                                   history=[f"meteor.sharpen {self.method()}: effective B "
+                                   history=[f"meteor.sharpen {self.method}: effective B "
                                             f"{scale.effective_b:.1f} A**2"])
 
         write_panels_png(paths["png"], self.panels(b_factor_result, scale, fsc),
-                         title=f"meteor.sharpen ({self.method()})")
+                         title=f"meteor.sharpen ({self.method})")
         self.record.update(timings=self.timings, outputs=paths)
         write_json(paths["json"], self.record)
         for kind, path in paths.items():
@@ -325,11 +317,12 @@ Examples:
             panels.append(Panel(title="Half-map FSC", xlabel="1/d (1/A)", ylabel="FSC",
                                 x=1.0 / fsc.d, y=fsc.fsc,
                                 chosen=1.0 / fsc.d_min if fsc.d_min else None))
-        fit = scale.log_scale + scale.effective_b * scale.d_star_sq / 4.0
+        line = scale.effective_b * scale.d_star_sq / 4.0
+        line += np.mean(scale.log_ratio - line)
         panels.append(Panel(title=f"Applied scale (effective B {scale.effective_b:.1f} A^2)",
                             xlabel="d*^2 (1/A^2)", ylabel="ln(rms F out / rms F in)",
                             x=scale.d_star_sq, y=scale.log_ratio,
-                            extra_curves=[("B fit", scale.d_star_sq, fit)]))
+                            extra_curves=[("effective B", scale.d_star_sq, line)]))
         return panels
 
     def get_results(self):

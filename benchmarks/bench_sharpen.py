@@ -1,0 +1,149 @@
+"""Benchmark meteor.sharpen's methods on a 128^3 map against cctbx's
+auto_sharpen_map_or_map_coeffs on the same input, in the same run.
+
+    python benchmarks/bench_sharpen.py [--size 128] [--nproc 2] [--local] [--json out.json]
+
+The map is the synthetic truth of tests/test_sharpen.py scaled up: a chain of carbon atoms
+(B = 20 A^2) filling a sphere of 0.3 x the cell in a P1 cell of 0.625 A voxels, structure
+factors to 2.5 A, blurred by B = 100 A^2, white noise of 0.35 x its rms (full map) or 1.0 x
+(each half map).  Timed: the sharpening call of each method (the Fourier transform of the map,
+the search and the final map; no file I/O), cctbx's auto-sharpen with the b_iso_to_d_cut
+search it runs in Phenix (adjusted_sa target; density_select off, as its default path imports
+Phenix's GUI), and the whole meteor.sharpen command (read, search, diagnostics, four outputs).
+Each result's correlation with the unblurred truth is printed next to its time.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from cctbx import crystal, xray  # cctbx before scipy (see meteor_cctbx/sharpen.py)
+from cctbx.array_family import flex
+from cctbx.maptbx import segment_and_split_map
+from iotbx.map_model_manager import map_model_manager as MapModelManager
+import iotbx.pdb
+import mmtbx.model
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from test_sharpen import blurred, cc, chain_sites, map_manager  # noqa: E402
+
+from meteor_cctbx import sharpen  # noqa: E402
+
+D_MIN = 2.5
+BLUR = 100.0
+
+
+def build(size: int):
+    """Truth, noisy full map, two noisy half maps (numpy), crystal symmetry and the model."""
+    cell = size * 0.625
+    rng = np.random.default_rng(1)
+    symmetry = crystal.symmetry((cell,) * 3 + (90, 90, 90), "P1")
+    radius = 0.3 * cell
+    scatterers = flex.xray_scatterer()
+    for site in chain_sites(int(0.11 * 4 / 3 * np.pi * radius**3), radius, rng) + cell / 2:
+        scatterers.append(xray.scatterer("C", site=tuple(site / cell), b=20.0))
+    structure = xray.structure(crystal_symmetry=symmetry, scatterers=scatterers)
+    f_calc = structure.structure_factors(d_min=D_MIN).f_calc()
+
+    def as_map(coefficients):
+        from cctbx import maptbx
+        gridding = maptbx.crystal_gridding(symmetry.unit_cell(),
+                                           space_group_info=symmetry.space_group_info(),
+                                           pre_determined_n_real=(size,) * 3)
+        return coefficients.fft_map(crystal_gridding=gridding).real_map_unpadded(
+        ).as_numpy_array()
+
+    truth, clean = as_map(f_calc), as_map(blurred(f_calc, BLUR))
+    noise = np.random.default_rng(0)
+    noisy = clean + noise.normal(scale=0.35 * clean.std(), size=clean.shape)
+    halves = [clean + noise.normal(scale=clean.std(), size=clean.shape) for _ in range(2)]
+    return truth, noisy, halves, symmetry, structure
+
+
+def timed(function):
+    start = time.perf_counter()
+    result = function()
+    return result, time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--nproc", type=int, default=2)
+    parser.add_argument("--local", action="store_true",
+                        help="also time local half-map sharpening (minutes)")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    args = parser.parse_args()
+
+    (truth, noisy, halves, symmetry, structure), seconds = timed(lambda: build(args.size))
+    print(f"Built {args.size}^3 synthetic maps ({structure.scatterers().size()} atoms) in "
+          f"{seconds:.1f} s; CC(input, truth) = {cc(noisy, truth):.3f}, "
+          f"CC(half-map average, truth) = {cc((halves[0] + halves[1]) / 2, truth):.3f}")
+    rows = []
+
+    def report(name, result_map, seconds, note=""):
+        rows.append({"method": name, "seconds": seconds, "cc_truth": cc(result_map, truth),
+                     "note": note})
+        print(f"{name:34s} {seconds:8.2f} s   CC(truth) {rows[-1]['cc_truth']:.3f}   {note}",
+              flush=True)
+
+    form = sharpen.SharpeningForm(d_min=0.833 * D_MIN, d_cut=D_MIN)
+    for score in sharpen.SCORES:
+        result, seconds = timed(lambda: sharpen.sharpen_b_factor(
+            map_manager(noisy, symmetry), D_MIN, form, score_name=score, workers=args.nproc))
+        report(f"meteor b_factor ({score})", result.map_values, seconds,
+               f"b_sharpen {result.b_sharpen:.1f}, {len(result.scan.points)} maps scored")
+
+    model = mmtbx.model.manager(model_input=iotbx.pdb.input(
+        source_info=None, lines=structure.as_pdb_file()))
+    mmm = MapModelManager(map_manager_1=map_manager(halves[0], symmetry, wrapping=False),
+                          map_manager_2=map_manager(halves[1], symmetry, wrapping=False))
+    mmm.set_log(io.StringIO())
+    sharpened, seconds = timed(lambda: sharpen.sharpen_with_half_maps(
+        mmm, D_MIN, anisotropic=True, local=False, nproc=args.nproc))
+    report("meteor half_map (anisotropic)", sharpened.map_data().as_numpy_array(), seconds)
+    if args.local:
+        sharpened, seconds = timed(lambda: sharpen.sharpen_with_half_maps(
+            mmm, D_MIN, anisotropic=True, local=True, nproc=args.nproc))
+        report("meteor half_map (aniso, local)", sharpened.map_data().as_numpy_array(),
+               seconds)
+    mmm = MapModelManager(map_manager=map_manager(noisy, symmetry, wrapping=False),
+                          model=model)
+    mmm.set_log(io.StringIO())
+    sharpened, seconds = timed(lambda: sharpen.sharpen_with_model(
+        mmm, D_MIN, anisotropic=True, local=False, nproc=args.nproc))
+    report("meteor model (anisotropic)", sharpened.map_data().as_numpy_array(), seconds)
+
+    si, seconds = timed(lambda: segment_and_split_map.auto_sharpen_map_or_map_coeffs(
+        resolution=D_MIN, crystal_symmetry=symmetry, map=flex.double(noisy),
+        auto_sharpen_methods=["no_sharpening", "b_iso_to_d_cut"],
+        density_select_in_auto_sharpen=False, box_in_auto_sharpen=False,
+        nproc=args.nproc, out=io.StringIO()))
+    report("cctbx auto_sharpen_map_or_map_coeffs", si.map_data.as_numpy_array(), seconds,
+           f"{si.sharpening_method}, b_sharpen {si.b_sharpen:.1f}")
+
+    with tempfile.TemporaryDirectory() as directory:
+        map_manager(noisy, symmetry).write_map(str(Path(directory) / "in.ccp4"))
+        _, seconds = timed(lambda: subprocess.run(
+            [sys.executable, "-m", "meteor_cctbx.command_line.sharpen", "in.ccp4",
+             f"resolution={D_MIN}", f"nproc={args.nproc}"], cwd=directory, check=True,
+            stdout=subprocess.DEVNULL))
+        from iotbx.map_manager import map_manager as read_map
+        out = read_map(file_name=str(Path(directory) / "sharpened.ccp4"))
+        report("meteor.sharpen command (b_factor)", out.map_data().as_numpy_array(), seconds,
+               "whole command incl. I/O and diagnostics")
+    if args.json:
+        args.json.write_text(json.dumps({"size": args.size, "nproc": args.nproc,
+                                         "results": rows}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

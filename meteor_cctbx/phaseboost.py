@@ -1,0 +1,153 @@
+"""Iterative TV phase retrieval for the derivative (a crystallographic Gerchberg-Saxton loop),
+then k-weighting and TV denoising as in meteor.diffmap: the library API.
+
+    from meteor_cctbx.phaseboost import compute_phaseboost
+    result = compute_phaseboost(derivative, native, f_model)
+    result.map_coefficients, result.derivative_coefficients, result.iterations
+
+Loop, with F_nat = |F_nat| exp(i phi_nat) fixed and dF = (|F_der| - |F_nat|) exp(i phi_nat) to
+start: map of dF -> TV denoising (the weight among ``tv_weights_to_scan`` giving the highest
+negentropy) -> coefficients dF' -> F_der' = (dF' + F_nat) |F_der| / |dF' + F_nat| (measured
+derivative amplitudes kept, derivative phases updated) -> dF = F_der' - F_nat.  It stops when
+the mean absolute change of the derivative phases falls below ``convergence_tolerance``
+(degrees), when the negentropy after TV decreases (that iteration's update is discarded), or
+after ``max_iterations``.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from cctbx import miller
+from libtbx.utils import null_out
+
+from meteor_cctbx import tv
+from meteor_cctbx.diffmap import (DiffmapResult, complex_array, enhance, result_metadata,
+                                  scale_and_grid, tv_settings)
+from meteor_cctbx.grid import CellGrid
+from meteor_cctbx.negentropy import negentropy
+from meteor_cctbx.phil import default_params
+
+STOP_CONVERGED = "phase change below tolerance"
+STOP_NEGENTROPY = "negentropy after TV decreased"
+STOP_MAX_ITERATIONS = "max_iterations reached"
+
+
+@dataclass
+class Iteration:
+    """One pass of the loop: chosen TV weight, negentropy after TV, mean phase change (deg)."""
+
+    iteration: int
+    tv_weight: float
+    negentropy: float
+    phase_change: float
+    seconds: float
+
+
+@dataclass
+class PhaseRetrieval:
+    """Retrieved derivative structure factors and the history of the loop."""
+
+    derivative: np.ndarray  # complex F_der' on the grid's reflections
+    iterations: list[Iteration]
+    stop_reason: str
+
+
+def mean_phase_change(before: np.ndarray, after: np.ndarray) -> float:
+    """Mean absolute difference of the phases of two complex arrays, degrees in [0, 180]."""
+    difference = np.angle(after * np.conj(before))
+    return float(np.degrees(np.abs(difference)).mean())
+
+
+def retrieve_derivative_phases(derivative_amplitudes: np.ndarray, native: np.ndarray,
+                               grid: CellGrid, tv_weights: list[float],
+                               settings: tv.TvSettings, convergence_tolerance: float,
+                               max_iterations: int, log=None) -> PhaseRetrieval:
+    """Run the phase-retrieval loop; ``native`` is complex F_nat, amplitudes are |F_der|."""
+    log = log or null_out()
+    native_phases = np.exp(1j * np.angle(native))
+    derivative = derivative_amplitudes * native_phases
+    iterations: list[Iteration] = []
+    stop_reason = STOP_MAX_ITERATIONS
+    for number in range(1, max_iterations + 1):
+        start = time.perf_counter()
+        difference_map = grid.to_map(derivative - native)
+        best_score, best_weight, best_map = -np.inf, None, None
+        for weight in tv_weights:
+            denoised = tv.denoise(difference_map, weight, settings)
+            score = negentropy(denoised)
+            if score > best_score:
+                best_score, best_weight, best_map = score, weight, denoised
+        if iterations and best_score < iterations[-1].negentropy:
+            stop_reason = STOP_NEGENTROPY
+            print(f"    iteration {number:3d}: negentropy {best_score:.5f} below the previous "
+                  f"{iterations[-1].negentropy:.5f}; stopping", file=log, flush=True)
+            break
+        updated = grid.to_coefficients(best_map) + native
+        modulus = np.abs(updated)
+        updated = np.where(modulus > 0, updated / np.where(modulus > 0, modulus, 1),
+                           native_phases) * derivative_amplitudes
+        change = mean_phase_change(derivative, updated)
+        derivative = updated
+        iterations.append(Iteration(number, best_weight, best_score, change,
+                                    time.perf_counter() - start))
+        print(f"    iteration {number:3d}: TV weight {best_weight:<7.4g} negentropy "
+              f"{best_score:.5f}  phase change {change:8.4f} deg  "
+              f"({iterations[-1].seconds:.2f} s)", file=log, flush=True)
+        if change < convergence_tolerance:
+            stop_reason = STOP_CONVERGED
+            break
+    return PhaseRetrieval(derivative, iterations, stop_reason)
+
+
+@dataclass
+class PhaseboostResult(DiffmapResult):
+    """DiffmapResult plus the retrieved derivative and the loop's history."""
+
+    derivative_coefficients: miller.array | None = None  # F_DERIV/PHI_DERIV
+    iterations: list[Iteration] = field(default_factory=list)
+    stop_reason: str = ""
+
+
+def compute_phaseboost(derivative: miller.array, native: miller.array, phases: miller.array,
+                       params=None, log=None) -> PhaseboostResult:
+    """Derivative-minus-native map with derivative phases retrieved by iterative TV.
+
+    ``params`` is the phaseboost PHIL extract (defaults when None): scaling, kweight, tv, map
+    and phaseboost scopes.  Inputs as for compute_diffmap.
+    """
+    params = params if params is not None else default_params("phaseboost")
+    log = log or null_out()
+    start = time.perf_counter()
+    pair, grid = scale_and_grid(derivative, native, phases, params, log)
+    native_coefficients = pair.native.data().as_numpy_array() * pair.unit_phases
+    derivative_amplitudes = pair.derivative.data().as_numpy_array()
+    boost = params.phaseboost
+    print(f"  Iterative TV phase retrieval (weights {' '.join(map(str, boost.tv_weights_to_scan))}"
+          f", tolerance {boost.convergence_tolerance} deg, at most {boost.max_iterations} "
+          f"iterations):", file=log)
+    loop_start = time.perf_counter()
+    retrieval = retrieve_derivative_phases(
+        derivative_amplitudes, native_coefficients, grid, list(boost.tv_weights_to_scan),
+        tv_settings(params), boost.convergence_tolerance, boost.max_iterations, log)
+    loop_seconds = time.perf_counter() - loop_start
+    print(f"  Stopped after {len(retrieval.iterations)} iterations: {retrieval.stop_reason}",
+          file=log)
+    print("  Final k-weighting and TV denoising of F_der' - F_nat:", file=log)
+    retrieved_difference = retrieval.derivative - native_coefficients
+    enhancement = enhance(retrieved_difference, pair.sigma_delta, grid, params, log)
+    metadata = result_metadata(pair, grid, enhancement)
+    metadata.update(stop_reason=retrieval.stop_reason,
+                    iterations=[vars(i) for i in retrieval.iterations])
+    metadata["timings_seconds"].update(phase_retrieval=loop_seconds,
+                                       total=time.perf_counter() - start)
+    initial = pair.delta_f * pair.unit_phases
+    return PhaseboostResult(
+        map_coefficients=complex_array(pair.derivative, enhancement.coefficients),
+        raw_coefficients=complex_array(pair.derivative, initial), pair=pair, grid=grid,
+        final_map=enhancement.final_map, k_parameter=enhancement.k_parameter,
+        tv_weight=enhancement.tv_weight, kweight_scan=enhancement.kweight_scan,
+        tv_scan=enhancement.tv_scan, metadata=metadata,
+        derivative_coefficients=complex_array(pair.derivative, retrieval.derivative),
+        iterations=retrieval.iterations, stop_reason=retrieval.stop_reason)

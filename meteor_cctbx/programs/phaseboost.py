@@ -1,0 +1,45 @@
+"""meteor.phaseboost as a ProgramTemplate: derivative phases by iterative TV phase retrieval,
+then k-weighting and TV denoising."""
+from __future__ import annotations
+
+from meteor_cctbx.difference_inputs import DifferenceInputs
+from meteor_cctbx.phaseboost import PhaseboostResult, compute_phaseboost
+from meteor_cctbx.phil import master_phil_str
+from meteor_cctbx.programs.difference_program import DifferenceProgram
+from meteor_cctbx.programs.diffmap import scan_panel
+from meteor_cctbx.record import Panel
+
+
+class Program(DifferenceProgram):
+    description = """
+meteor.phaseboost: difference map (derivative minus native) with derivative phases retrieved
+by iterative TV denoising (a Gerchberg-Saxton-like loop that keeps the measured derivative
+amplitudes), then k-weighting and TV denoising chosen by negentropy as in meteor.diffmap.
+Output: <prefix>.mtz (DELFWT/PHDELWT final map, DF_RAW/PHIDF_RAW initial unweighted
+difference, F_DERIV/PHI_DERIV retrieved derivative structure factors), <prefix>.json (run
+record with every iteration), <prefix>.png.
+
+Usage:
+  meteor.phaseboost derivative.mtz native.mtz model.pdb [key=value ...] [params.eff]
+"""
+    program_name = "meteor.phaseboost"
+    master_phil_str = master_phil_str("phaseboost")
+
+    def compute(self, inputs: DifferenceInputs) -> PhaseboostResult:
+        print("Phase retrieval and difference map:", file=self.logger)
+        return compute_phaseboost(inputs.derivative, inputs.native, inputs.phases,
+                                  self.params, self.logger)
+
+    def mtz_columns(self) -> list[tuple]:
+        return super().mtz_columns() + [(self.result.derivative_coefficients, "F_DERIV",
+                                         "PHI_DERIV")]
+
+    def plot_panels(self) -> list[Panel]:
+        iterations = self.result.iterations
+        numbers = [i.iteration for i in iterations]
+        return [Panel("Phase retrieval", "iteration", "negentropy after TV", numbers,
+                      [i.negentropy for i in iterations]),
+                Panel("Phase retrieval", "iteration", "mean phase change (deg)", numbers,
+                      [i.phase_change for i in iterations]),
+                scan_panel(self.result.kweight_scan, "final k-weighting", "k"),
+                scan_panel(self.result.tv_scan, "final TV denoising", "TV weight", log_x=True)]

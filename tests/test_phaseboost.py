@@ -1,0 +1,97 @@
+"""meteor.phaseboost: retrieved derivative phases move toward the truth, the map beats
+diffmap's, and each stopping rule ends the loop in a case built for it."""
+import json
+
+import numpy as np
+import pytest
+
+from meteor_cctbx.diffmap import compute_diffmap
+from meteor_cctbx.phaseboost import (STOP_CONVERGED, STOP_MAX_ITERATIONS, STOP_NEGENTROPY,
+                                     compute_phaseboost, mean_phase_change)
+from meteor_cctbx.phil import default_params
+from meteor_cctbx.programs.phaseboost import Program
+from meteor_cctbx.synthetic import map_correlation, true_structure_factors
+
+from helpers import mtz_arrays, run_program
+
+
+@pytest.fixture(scope="module")
+def boosted(example, example_f_model):
+    return compute_phaseboost(example.pair.derivative, example.pair.native, example_f_model)
+
+
+def weighted_phase_error(estimate: np.ndarray, truth: np.ndarray) -> float:
+    """Mean |phase difference| in degrees, weighted by the true amplitudes."""
+    weights = np.abs(truth)
+    return float((weights * np.degrees(np.abs(np.angle(estimate * np.conj(truth))))).sum()
+                 / weights.sum())
+
+
+def test_retrieved_phases_are_closer_to_the_truth(example, boosted):
+    retrieved = boosted.derivative_coefficients
+    truth = true_structure_factors(example.pair.derivative_structure, retrieved)
+    assert truth.indices().all_eq(retrieved.indices())
+    true_values = truth.data().as_numpy_array()
+    native_phased = np.abs(retrieved.data().as_numpy_array()) * boosted.pair.unit_phases
+    before = weighted_phase_error(native_phased, true_values)
+    after = weighted_phase_error(retrieved.data().as_numpy_array(), true_values)
+    assert after < before - 0.2, (before, after)
+    # measured derivative amplitudes are kept
+    assert np.allclose(np.abs(retrieved.data().as_numpy_array()),
+                       boosted.pair.derivative.data().as_numpy_array())
+
+
+def test_map_beats_diffmap_on_the_same_inputs(example, example_f_model, boosted):
+    diffmap = compute_diffmap(example.pair.derivative, example.pair.native, example_f_model)
+    truth = example.pair.true_difference
+    assert map_correlation(boosted.map_coefficients, truth) > \
+        map_correlation(diffmap.map_coefficients, truth) + 0.02
+
+
+def run_loop(example, example_f_model, **settings):
+    params = default_params("phaseboost")
+    params.kweight.mode = params.tv.mode = "none"
+    for name, value in settings.items():
+        setattr(params.phaseboost, name, value)
+    return compute_phaseboost(example.pair.derivative, example.pair.native, example_f_model,
+                              params)
+
+
+def test_stops_when_phases_converge(example, example_f_model):
+    result = run_loop(example, example_f_model, convergence_tolerance=90.0)
+    assert result.stop_reason == STOP_CONVERGED and len(result.iterations) == 1
+
+
+def test_stops_at_max_iterations(example, example_f_model):
+    result = run_loop(example, example_f_model, convergence_tolerance=0.0, max_iterations=2)
+    assert result.stop_reason == STOP_MAX_ITERATIONS and len(result.iterations) == 2
+
+
+def test_stops_when_negentropy_decreases(example, example_f_model):
+    result = run_loop(example, example_f_model, convergence_tolerance=0.0, max_iterations=60)
+    assert result.stop_reason == STOP_NEGENTROPY
+    negentropies = [i.negentropy for i in result.iterations]
+    assert negentropies == sorted(negentropies)  # only increasing steps were kept
+
+
+def test_mean_phase_change_wraps_around():
+    a = np.exp(1j * np.radians([179.0, -179.0, 10.0]))
+    b = np.exp(1j * np.radians([-179.0, 179.0, 10.0]))
+    assert mean_phase_change(a, b) == pytest.approx(4.0 / 3.0)
+
+
+def test_program_writes_retrieved_derivative_and_iterations(example, in_tmp, capsys):
+    args = [example.dir / "derivative.mtz", example.dir / "native.mtz",
+            example.dir / "model.pdb", "phaseboost.max_iterations=3", "kweight.mode=fixed",
+            "tv.mode=fixed"]
+    status, out, err = run_program(Program, args, capsys)
+    assert status == 0, err
+    assert "iteration   1:" in out
+    arrays = mtz_arrays(in_tmp / "meteor_phaseboost.mtz")
+    assert set(arrays) == {"DELFWT,PHDELWT", "DF_RAW,PHIDF_RAW", "F_DERIV,PHI_DERIV"}
+    record = json.loads((in_tmp / "meteor_phaseboost.json").read_text())
+    iterations = record["result"]["iterations"]
+    assert 1 <= len(iterations) <= 3
+    assert {"tv_weight", "negentropy", "phase_change", "seconds"} <= set(iterations[0])
+    assert record["parameters"]["phaseboost.tv_weights_to_scan"] == [0.001, 0.01, 0.1]
+    assert (in_tmp / "meteor_phaseboost.png").exists()

@@ -1,0 +1,323 @@
+"""meteor.sharpen on synthetic maps whose truth is known: density of a hand-built chain of atoms
+(cctbx structure factors), blurred by B = 100 Å² and given noise."""
+from __future__ import annotations
+
+import json
+
+# cctbx before scipy (see meteor_cctbx/sharpen.py)
+from cctbx import crystal, maptbx, miller, xray
+from cctbx.array_family import flex
+import iotbx.mtz
+from iotbx.map_manager import map_manager as MapManager
+from iotbx.map_model_manager import map_model_manager as MapModelManager
+
+import numpy as np
+import pytest
+import scipy.stats
+
+from meteor_cctbx import sharpen
+from meteor_cctbx.command_line.sharpen import main
+
+CELL = 40.0
+GRID = 64
+D_MIN = 2.5
+BLUR = 100.0
+FORM = sharpen.SharpeningForm(d_min=0.833 * D_MIN, d_cut=D_MIN)
+
+
+def chain_sites(n_atoms: int, radius: float, rng: np.random.Generator) -> np.ndarray:
+    """A self-avoiding random walk of 1.5 Å steps inside a sphere: protein-like packing."""
+    sites = [np.zeros(3)]
+    direction = np.array([1.0, 0.0, 0.0])
+    while len(sites) < n_atoms:
+        for _ in range(100):
+            step = direction + 0.9 * rng.normal(size=3)
+            step /= np.linalg.norm(step)
+            site = sites[-1] + 1.5 * step
+            if np.linalg.norm(site) > radius:
+                continue
+            if len(sites) > 2 and np.min(np.linalg.norm(np.array(sites[:-2]) - site,
+                                                          axis=1)) < 1.3:
+                continue
+            sites.append(site)
+            direction = step
+            break
+        else:  # boxed in: restart the chain elsewhere in the sphere
+            sites.append(rng.uniform(-radius / 2, radius / 2, 3))
+    return np.array(sites)
+
+
+def map_of(coefficients: miller.array) -> np.ndarray:
+    gridding = maptbx.crystal_gridding(coefficients.unit_cell(),
+                                       space_group_info=coefficients.space_group_info(),
+                                       pre_determined_n_real=(GRID,) * 3)
+    return coefficients.fft_map(crystal_gridding=gridding).real_map_unpadded().as_numpy_array()
+
+
+def blurred(coefficients: miller.array, b: float) -> miller.array:
+    factors = flex.exp(-b * coefficients.d_star_sq().data() / 4.0)
+    return coefficients.customized_copy(data=coefficients.data() * factors)
+
+
+def map_manager(values: np.ndarray, symmetry, origin=(0, 0, 0), cell_grid=None,
+                wrapping: bool = True) -> MapManager:
+    return MapManager(map_data=flex.double(np.ascontiguousarray(values, dtype=np.float64)),
+                      unit_cell_grid=cell_grid or values.shape,
+                      unit_cell_crystal_symmetry=symmetry, origin_shift_grid_units=origin,
+                      wrapping=wrapping and cell_grid is None)
+
+
+def cc(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.corrcoef(np.ravel(a), np.ravel(b))[0, 1])
+
+
+@pytest.fixture(scope="module")
+def structure():
+    """800 carbon atoms (B = 20 Å²) filling a sphere of radius 12 Å in a 40 Å P1 cell."""
+    rng = np.random.default_rng(1)
+    symmetry = crystal.symmetry((CELL,) * 3 + (90, 90, 90), "P1")
+    scatterers = flex.xray_scatterer()
+    for site in chain_sites(800, 12.0, rng) + CELL / 2:
+        scatterers.append(xray.scatterer("C", site=tuple(site / CELL), b=20.0))
+    return xray.structure(crystal_symmetry=symmetry, scatterers=scatterers)
+
+
+@pytest.fixture(scope="module")
+def data(structure):
+    """Truth map, its blurred (B = 100 Å²) noisy version, two noisy half maps."""
+    f_calc = structure.structure_factors(d_min=D_MIN).f_calc()
+    truth = map_of(f_calc)
+    clean = map_of(blurred(f_calc, BLUR))
+    rng = np.random.default_rng(0)
+    noisy = clean + rng.normal(scale=0.35 * clean.std(), size=clean.shape)
+    halves = [clean + rng.normal(scale=clean.std(), size=clean.shape) for _ in range(2)]
+    return {"f_calc": f_calc, "symmetry": f_calc.crystal_symmetry(), "truth": truth,
+            "noisy": noisy, "halves": halves}
+
+
+def brute_force_best_cc(values: np.ndarray, truth: np.ndarray) -> float:
+    fourier = sharpen.FourierMap.from_map(values, crystal.symmetry(
+        (CELL,) * 3 + (90, 90, 90), "P1").unit_cell())
+    return max(cc(fourier.synthesize(FORM.factors(fourier.d_star_sq, b)), truth)
+               for b in np.arange(-100.0, 301.0, 5.0))
+
+
+# ----------------------------------------------------------------------------------------------
+# Building blocks
+
+
+def test_grid_d_star_sq_matches_cctbx_for_a_triclinic_cell():
+    unit_cell = crystal.symmetry((31.0, 37.0, 43.0, 71.0, 98.0, 107.0), "P1").unit_cell()
+    shape = (12, 10, 14)
+    grid = sharpen.d_star_sq_of_grid(shape, unit_cell)
+    for h, k, l in [(1, 0, 0), (0, -3, 2), (-5, 4, 7), (3, 4, 1), (-5, -4, 7)]:
+        expected = unit_cell.d_star_sq((h, k, l))
+        assert grid[h % shape[0], k % shape[1], l] == pytest.approx(expected, rel=1e-5)
+
+
+def test_sharpening_form_leaves_f000_switches_at_d_cut_and_drops_beyond_d_min():
+    d = np.array([np.inf, 20.0, 4.0, 2.2, 1.5])
+    d_star_sq = np.where(np.isinf(d), 0.0, 1.0 / d**2).astype(np.float32)
+    form = sharpen.SharpeningForm(d_min=2.0, d_cut=3.0, k_sharpen=10.0, b_blur_hires=200.0)
+    factors = form.factors(d_star_sq, 80.0)
+    assert factors[0] == 1.0
+    assert factors[1] == pytest.approx(np.exp(80.0 / 4 / 20.0**2), rel=1e-4)
+    assert factors[2] == pytest.approx(np.exp(80.0 / 4 / 4.0**2), rel=1e-3)
+    assert factors[3] == pytest.approx(np.exp(-120.0 / 4 / 2.2**2), rel=1e-2)  # 80 - 200
+    assert factors[4] == 0.0
+    plain = sharpen.SharpeningForm(d_min=2.0, d_cut=3.0, k_sharpen=0.0)
+    assert plain.factors(d_star_sq, -50.0)[3] == pytest.approx(np.exp(-50.0 / 4 / 2.2**2),
+                                                               rel=1e-4)
+
+
+def test_effective_b_of_a_plain_b_sharpening_is_that_b(data):
+    unit_cell = data["symmetry"].unit_cell()
+    fourier = sharpen.FourierMap.from_map(data["noisy"], unit_cell)
+    plain = sharpen.SharpeningForm(d_min=D_MIN, k_sharpen=0.0)
+    for b in (-40.0, 60.0):
+        after = fourier.synthesize(plain.factors(fourier.d_star_sq, b))
+        result = sharpen.applied_scale(data["noisy"], after, unit_cell, D_MIN)
+        assert result.effective_b == pytest.approx(b, abs=1.0)
+        assert result.correlation > 0.999
+
+
+# ----------------------------------------------------------------------------------------------
+# b_factor: search by clarity score
+
+
+@pytest.mark.parametrize("score", ["negentropy", "kurtosis"])
+def test_b_factor_search_recovers_the_best_single_b_map(data, score):
+    mm = map_manager(data["noisy"], data["symmetry"])
+    result = sharpen.sharpen_b_factor(mm, D_MIN, FORM, score_name=score)
+    cc_in = cc(data["noisy"], data["truth"])
+    cc_out = cc(result.map_values, data["truth"])
+    assert cc_out > cc_in + 0.03
+    assert cc_out >= brute_force_best_cc(data["noisy"], data["truth"]) - 0.02
+
+
+@pytest.fixture(scope="module")
+def scans(data):
+    mm = map_manager(data["noisy"], data["symmetry"])
+    return {score: sharpen.sharpen_b_factor(mm, D_MIN, FORM, score_name=score)
+            for score in sharpen.SCORES}
+
+
+@pytest.mark.parametrize("score", sharpen.SCORES)
+def test_each_score_picks_the_maximum_of_its_own_scan(scans, score):
+    result = scans[score]
+    best = max(result.scan.points, key=lambda p: p.score)
+    assert result.b_sharpen == best.parameter
+    assert len({round(p.parameter, 6) for p in result.scan.points}) == len(result.scan.points)
+
+
+def test_kurtosis_scan_values_are_the_kurtosis_of_the_trial_maps(data, scans):
+    """The scan scores really are kurtosis (cctbx's score_map overwrote it with adjusted_sa)."""
+    fourier = sharpen.FourierMap.from_map(data["noisy"], data["symmetry"].unit_cell())
+    for point in scans["kurtosis"].scan.points[::5]:
+        trial = fourier.synthesize(FORM.factors(fourier.d_star_sq, point.parameter))
+        assert point.score == pytest.approx(scipy.stats.kurtosis(trial.ravel(), fisher=False),
+                                            rel=1e-4)
+    assert abs(scans["kurtosis"].b_sharpen - scans["adjusted_sa"].b_sharpen) > 10.0
+
+
+def test_adjusted_sa_scan_values_follow_cctbx_score_map(data, scans):
+    from cctbx.maptbx import segment_and_split_map
+
+    result = scans["adjusted_sa"]
+    fourier = sharpen.FourierMap.from_map(data["noisy"], data["symmetry"].unit_cell())
+    point = result.scan.points[7]
+    trial = fourier.synthesize(FORM.factors(fourier.d_star_sq, point.parameter))
+    info = segment_and_split_map.sharpening_info()
+    info.solvent_fraction, info.wrapping = result.solvent_fraction, True
+    info.fraction_occupied, info.sa_percent, info.max_regions_to_test = 0.2, 30.0, 30
+    info.region_weight, info.sharpening_target = result.region_weight, "adjusted_sa"
+    scored = segment_and_split_map.score_map(map_data=flex.double(trial.astype(np.float64)),
+                                             sharpening_info_obj=info)
+    assert point.score == pytest.approx(scored.adjusted_sa, rel=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------
+# half_map
+
+
+def test_half_map_sharpening_beats_the_plain_average(data):
+    """cryo-EM-like half maps (not wrapped), resolution from their FSC, default settings."""
+    h1, h2 = (map_manager(h, data["symmetry"], wrapping=False) for h in data["halves"])
+    fsc = sharpen.half_map_fsc(h1, h2)
+    assert 2.5 < fsc.d_min < 4.5 and fsc.fsc[0] > 0.5
+    mmm = MapModelManager(map_manager_1=h1, map_manager_2=h2)
+    average = mmm.map_manager().map_data().as_numpy_array()
+    sharpened = sharpen.sharpen_with_half_maps(mmm, fsc.d_min, anisotropic=True, local=False)
+    assert cc(sharpened.map_data().as_numpy_array(), data["truth"]) > \
+        cc(average, data["truth"]) + 0.05
+
+
+# ----------------------------------------------------------------------------------------------
+# The program
+
+
+def run(args, tmp_path, monkeypatch) -> int:
+    monkeypatch.chdir(tmp_path)
+    return main([str(a) for a in args])
+
+
+def read_map(path) -> MapManager:
+    return MapManager(file_name=str(path))
+
+
+def test_program_writes_map_coefficients_record_and_plot(data, tmp_path, monkeypatch):
+    map_manager(data["noisy"], data["symmetry"]).write_map(str(tmp_path / "in.ccp4"))
+    assert run(["in.ccp4", f"resolution={D_MIN}"], tmp_path, monkeypatch) == 0
+    record = json.loads((tmp_path / "sharpened.json").read_text())
+    assert record["method"] == "b_factor"
+    points = record["b_factor"]["scan"]["points"]
+    assert len(points) >= 21 and record["b_factor"]["b_sharpen"] == max(
+        points, key=lambda p: p["score"])["parameter"]
+    assert record["effective_b"] is not None and record["timings"]
+    out = read_map(tmp_path / "sharpened.ccp4").map_data().as_numpy_array()
+    assert cc(out, data["truth"]) > cc(data["noisy"], data["truth"])
+    labels = iotbx.mtz.object(str(tmp_path / "sharpened.mtz")).column_labels()
+    assert "FWT" in labels and "PHWT" in labels
+    assert (tmp_path / "sharpened.png").stat().st_size > 0
+
+
+def test_mtz_and_map_input_give_the_same_answer(data, tmp_path, monkeypatch):
+    rng = np.random.default_rng(3)
+    coefficients = blurred(data["f_calc"], BLUR)
+    noise = flex.complex_double(flex.double(rng.normal(size=coefficients.size())),
+                                flex.double(rng.normal(size=coefficients.size())))
+    coefficients = coefficients.customized_copy(
+        data=coefficients.data() + noise * (0.3 * flex.mean(flex.abs(coefficients.data()))))
+    coefficients.as_mtz_dataset(column_root_label="2FOFCWT").mtz_object().write(
+        str(tmp_path / "in.mtz"))
+    coefficients.fft_map(resolution_factor=1 / 3).as_map_manager().write_map(
+        str(tmp_path / "in.ccp4"))
+    d_min = coefficients.d_min()
+    assert run(["in.mtz", "labels=2FOFCWT,PHI2FOFCWT", "output.prefix=from_mtz"], tmp_path,
+               monkeypatch) == 0
+    assert run(["in.ccp4", f"resolution={d_min}", "output.prefix=from_map"], tmp_path,
+               monkeypatch) == 0
+    records = [json.loads((tmp_path / f"{p}.json").read_text()) for p in ("from_mtz", "from_map")]
+    assert records[0]["b_factor"]["b_sharpen"] == pytest.approx(
+        records[1]["b_factor"]["b_sharpen"], abs=2.5)
+    maps = [read_map(tmp_path / f"{p}.ccp4").map_data().as_numpy_array()
+            for p in ("from_mtz", "from_map")]
+    assert maps[0].shape == maps[1].shape and cc(*maps) > 0.999
+
+
+def test_nonzero_origin_cell_and_labels_round_trip(data, tmp_path, monkeypatch):
+    box = data["noisy"][4:60, 6:58, 2:62]
+    origin = (-20, 7, 33)
+    mm = map_manager(box, data["symmetry"], origin=origin, cell_grid=(GRID,) * 3)
+    mm.add_label("synthetic test box")
+    mm.write_map(str(tmp_path / "box.ccp4"))
+    assert run(["box.ccp4", f"resolution={D_MIN}", "sharpening.b_sharpen=50"], tmp_path,
+               monkeypatch) == 0
+    before, after = read_map(tmp_path / "box.ccp4"), read_map(tmp_path / "sharpened.ccp4")
+    assert after.map_data().origin() == before.map_data().origin() == origin
+    assert after.map_data().all() == before.map_data().all()
+    assert after.unit_cell_grid == before.unit_cell_grid
+    assert after.unit_cell_crystal_symmetry().is_similar_symmetry(
+        before.unit_cell_crystal_symmetry())
+    assert any("synthetic test box" in label for label in after.labels)
+    expected = sharpen.FourierMap.from_map(box, before.crystal_symmetry().unit_cell())
+    expected_map = expected.synthesize(FORM.factors(expected.d_star_sq, 50.0))
+    assert cc(after.map_data().as_numpy_array(), expected_map) > 0.999
+
+
+def test_bad_input_is_one_line_and_writes_nothing(data, tmp_path, monkeypatch, capsys):
+    map_manager(data["noisy"], data["symmetry"]).write_map(str(tmp_path / "in.ccp4"))
+    blurred(data["f_calc"], BLUR).as_mtz_dataset(column_root_label="FWT").mtz_object().write(
+        str(tmp_path / "in.mtz"))
+    assert run(["in.ccp4"], tmp_path, monkeypatch) == 1
+    assert "resolution=" in capsys.readouterr().err
+    assert run(["in.mtz", "labels=F,PHI"], tmp_path, monkeypatch) == 1
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "FWT,PHIFWT" in error
+    assert not list(tmp_path.glob("sharpened*"))
+    (tmp_path / "sharpened.json").write_text("keep")
+    assert run(["in.ccp4", f"resolution={D_MIN}"], tmp_path, monkeypatch) == 1
+    assert "output.overwrite=True" in capsys.readouterr().err
+    assert (tmp_path / "sharpened.json").read_text() == "keep"
+    assert not (tmp_path / "sharpened.ccp4").exists()
+
+
+def test_show_defaults_is_a_parameter_file_that_runs(data, tmp_path, monkeypatch, capsys):
+    assert run(["--show-defaults"], tmp_path, monkeypatch) == 0
+    (tmp_path / "defaults.eff").write_text(capsys.readouterr().out)
+    map_manager(data["noisy"], data["symmetry"]).write_map(str(tmp_path / "in.ccp4"))
+    assert run(["defaults.eff", "in.ccp4", f"resolution={D_MIN}",
+                "sharpening.score=kurtosis"], tmp_path, monkeypatch) == 0
+    assert json.loads((tmp_path / "sharpened.json").read_text())["b_factor"]["score"] == \
+        "kurtosis"
+
+
+def test_auto_with_a_model_runs_model_sharpening(data, structure, tmp_path, monkeypatch):
+    map_manager(data["noisy"], data["symmetry"], wrapping=False).write_map(
+        str(tmp_path / "in.ccp4"))
+    (tmp_path / "model.pdb").write_text(structure.as_pdb_file())
+    assert run(["in.ccp4", "model.pdb", f"resolution={D_MIN}"], tmp_path, monkeypatch) == 0
+    record = json.loads((tmp_path / "sharpened.json").read_text())
+    assert record["method"] == "model" and record["effective_b"] > 0
+    out = read_map(tmp_path / "sharpened.ccp4").map_data().as_numpy_array()
+    assert cc(out, data["truth"]) > cc(data["noisy"], data["truth"]) + 0.02
