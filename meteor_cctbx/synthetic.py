@@ -164,18 +164,6 @@ def small_example(d_min: float = 2.0, ligand_occupancy: float = 1.0, seed: int =
     return make_pair(native, derivative, d_min, sigma_fraction=sigma_fraction, seed=seed)
 
 
-def map_correlation(coefficients_a: miller.array, coefficients_b: miller.array,
-                    sampling: float = 3.0) -> float:
-    """Correlation of the unit-cell maps of two sets of map coefficients (common reflections)."""
-    from meteor_cctbx.grid import CellGrid
-
-    a, b = coefficients_a.common_sets(coefficients_b)
-    grid = CellGrid.for_set(a, sampling=sampling)
-    map_a = grid.to_map(a.data().as_numpy_array())
-    map_b = grid.to_map(b.data().as_numpy_array())
-    return float(np.corrcoef(map_a.ravel(), map_b.ravel())[0, 1])
-
-
 def structure_as_pdb(structure: xray.structure) -> str:
     """PDB text (with CRYST1) of an xray.structure, one residue per atom."""
     return structure.as_pdb_file(remark="synthetic model made by meteor_cctbx", resname="UNK")

@@ -5,7 +5,7 @@ from cctbx import miller
 
 from meteor_cctbx.diffmap import compute_diffmap
 from meteor_cctbx.phil import default_params
-from meteor_cctbx.synthetic import map_correlation
+from meteor_cctbx.map_metrics import map_correlation
 
 
 @pytest.fixture(scope="module")

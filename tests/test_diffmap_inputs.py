@@ -8,7 +8,7 @@ from cctbx import crystal
 
 from meteor_cctbx.programs.diffmap import Program
 from meteor_cctbx.record import write_map_coefficients_mtz
-from meteor_cctbx.synthetic import map_correlation
+from meteor_cctbx.map_metrics import map_correlation
 
 from helpers import assert_one_line_sorry, mtz_arrays, run_program
 

@@ -9,7 +9,7 @@ import pytest
 
 from meteor_cctbx.phil import master_phil
 from meteor_cctbx.programs.diffmap import Program
-from meteor_cctbx.synthetic import map_correlation
+from meteor_cctbx.map_metrics import map_correlation
 
 from helpers import assert_one_line_sorry, mtz_arrays, run_program
 

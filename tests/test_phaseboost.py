@@ -10,7 +10,8 @@ from meteor_cctbx.phaseboost import (STOP_CONVERGED, STOP_MAX_ITERATIONS, STOP_N
                                      compute_phaseboost, mean_phase_change)
 from meteor_cctbx.phil import default_params
 from meteor_cctbx.programs.phaseboost import Program
-from meteor_cctbx.synthetic import map_correlation, true_structure_factors
+from meteor_cctbx.map_metrics import map_correlation
+from meteor_cctbx.synthetic import true_structure_factors
 
 from helpers import mtz_arrays, run_program
 
