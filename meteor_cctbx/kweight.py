@@ -29,7 +29,7 @@ def kweights(delta_f: np.ndarray, sigma_delta: np.ndarray, k: float) -> np.ndarr
 
 
 def optimize_k(coefficients: np.ndarray, sigma_delta: np.ndarray, grid: CellGrid,
-               k_max: float = 1.0, tolerance: float = 0.005,
+               k_max: float = 1.0, tolerance: float = 0.02,
                report: Callable[[ScanPoint], None] | None = None) -> ScanResult:
     """Scan k in [0, k_max] for the k-weighted difference map of highest negentropy.
 

@@ -154,8 +154,8 @@ class TvOptimum:
 
 
 def optimize_tv_weight(real_map: np.ndarray, lower: float, upper: float,
-                       settings: TvSettings = TvSettings(), tolerance: float = 0.05,
-                       n_coarse: int = 9,
+                       settings: TvSettings = TvSettings(), tolerance: float = 0.1,
+                       n_coarse: int = 7,
                        report: Callable[[ScanPoint], None] | None = None) -> TvOptimum:
     """Find the TV weight in [lower, upper] (map units) maximising the denoised map's negentropy.
 
