@@ -143,6 +143,26 @@ def test_lowpass_keeps_low_and_removes_high_frequencies(periodic, core, toleranc
     np.testing.assert_allclose(filtered[core], low[core], atol=tolerance)
 
 
+def test_lowpass_uses_the_metric_of_a_skewed_cell():
+    """Plane waves of Miller index hkl on a triclinic cell pass or not by their d-spacing:
+    (1, 3, 2) at 10.7 A passes, (1, -3, 2) at 5.7 A is removed."""
+    unit_cell = crystal.symmetry((30.0, 35.0, 40.0, 70.0, 115.0, 75.0), "P1").unit_cell()
+    shape = (30, 35, 40)
+    steps = np.array([unit_cell.orthogonalize(tuple(1.0 / n if j == i else 0.0
+                                                    for j in range(3)))
+                      for i, n in enumerate(shape)])
+    grid = np.indices(shape).astype(float) / np.array(shape)[:, None, None, None]
+    waves = {hkl: np.cos(2 * np.pi * np.tensordot(hkl, grid, axes=1)).astype(np.float32)
+             for hkl in [(1, 3, 2), (1, -3, 2), (1, 0, 1), (4, 4, -3)]}
+    resolution = 8.0
+    for hkl, wave in waves.items():
+        d = unit_cell.d(hkl)
+        passes = d >= resolution / (1 - ls.LOWPASS_EDGE)
+        assert passes or d <= resolution / (1 + ls.LOWPASS_EDGE), "wave on the filter edge"
+        kept = ls.lowpass(wave, ls.GridGeometry(steps, periodic=True), resolution)
+        np.testing.assert_allclose(kept, wave if passes else 0 * wave, atol=1e-4)
+
+
 def test_default_tau_gives_noise_exceedance():
     kernel_voxels = 257
     tau = ls.default_tau(kernel_voxels)
