@@ -6,8 +6,8 @@ then k-weighting and TV denoising as in meteor.diffmap: the library API.
     result.map_coefficients, result.derivative_coefficients, result.iterations
 
 Loop, with F_nat = |F_nat| exp(i phi_nat) fixed and dF = (|F_der| - |F_nat|) exp(i phi_nat) to
-start: map of dF -> TV denoising (the weight among ``tv_weights_to_scan`` giving the highest
-negentropy) -> coefficients dF' -> F_der' = (dF' + F_nat) |F_der| / |dF' + F_nat| (measured
+start: map of dF -> TV denoising, not rescaled (the weight among ``tv_weights_to_scan`` giving
+the highest negentropy) -> coefficients dF' -> F_der' = (dF' + F_nat) |F_der| / |dF' + F_nat| (measured
 derivative amplitudes kept, derivative phases updated) -> dF = F_der' - F_nat.  It stops when
 the mean absolute change of the derivative phases falls below ``convergence_tolerance``
 (degrees), when the negentropy after TV decreases (that iteration's update is discarded), or
@@ -75,7 +75,7 @@ def retrieve_derivative_phases(derivative_amplitudes: np.ndarray, native: np.nda
         difference_map = grid.to_map(derivative - native)
         best_score, best_weight, best_map = -np.inf, None, None
         for weight in tv_weights:
-            denoised = tv.denoise(difference_map, weight, settings)
+            denoised = tv.denoise(difference_map, weight, settings, rescale=False)
             score = negentropy(denoised)
             if score > best_score:
                 best_score, best_weight, best_map = score, weight, denoised

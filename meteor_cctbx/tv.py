@@ -1,14 +1,16 @@
-"""Total-variation (TV) denoising of a unit-cell map (scikit-image, Chambolle) and the choice of
-its weight by negentropy.
+"""Total-variation (TV) denoising of a unit-cell map and the choice of its weight by negentropy.
 
-The TV weight is in map units (e/A^3 for data scaled to the model), as in meteor-maps: larger
-weights give smoother maps.  A crystal map is periodic: by default the Chambolle iteration runs
-with wrap-around finite differences, so voxels on the cell faces are treated like every other
-voxel (scikit-image's solver treats the faces as the edges of an image, which meteor-maps
-inherits).  The denoised map is rescaled to the input map's mean and standard deviation.
+The model is scikit-image's (isotropic ROF: argmin |u - f|^2/2 + weight TV(u)); the TV weight is
+in map units (e/A^3 for data scaled to the model), as in meteor-maps: larger weights give
+smoother maps.  A crystal map is periodic: by default it is denoised with wrap-around finite
+differences, so voxels on the cell faces are treated like every other voxel, by a fast
+gradient projection solver (``tv_denoise_periodic``).  ``periodic=False`` gives scikit-image's
+``denoise_tv_chambolle`` unchanged, which treats the faces as the edges of an image, as
+meteor-maps does.  The denoised map is rescaled to the input map's mean and standard deviation.
 """
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import dataclass
 from typing import Callable
@@ -28,10 +30,11 @@ numba.config.THREADING_LAYER = "workqueue"
 
 @dataclass(frozen=True)
 class TvSettings:
-    """How the Chambolle solver runs.
+    """How the TV solver runs.
 
-    ``periodic`` maps run exactly ``max_iterations``; non-periodic ones go to scikit-image,
-    which also stops when the relative energy change falls below ``tolerance``.
+    ``periodic`` maps run exactly ``max_iterations`` of ``tv_denoise_periodic``; non-periodic
+    ones go to scikit-image's Chambolle solver, which also stops when the relative energy
+    change falls below ``tolerance``.
     """
 
     max_iterations: int = 50
@@ -39,27 +42,30 @@ class TvSettings:
     periodic: bool = True
 
 
-def denoise(real_map: np.ndarray, weight: float, settings: TvSettings = TvSettings()
-            ) -> np.ndarray:
-    """TV-denoised copy (float32) of ``real_map``, rescaled to its mean and standard deviation.
+def denoise(real_map: np.ndarray, weight: float, settings: TvSettings = TvSettings(),
+            rescale: bool = True) -> np.ndarray:
+    """TV-denoised copy (float32) of ``real_map``, rescaled to its mean and standard deviation
+    unless ``rescale`` is False.
 
     ``weight`` <= 0 returns the map unchanged.  Periodic maps go through
-    ``chambolle_periodic``; others through scikit-image's ``denoise_tv_chambolle``.
+    ``tv_denoise_periodic``; others through scikit-image's ``denoise_tv_chambolle``.
     """
     real_map = np.asarray(real_map, dtype=np.float32)
     if weight <= 0:
         return real_map
     if settings.periodic:
-        denoised = chambolle_periodic(real_map, weight, settings.max_iterations)
+        denoised = tv_denoise_periodic(real_map, weight, settings.max_iterations)
     else:
         denoised = denoise_tv_chambolle(real_map, weight=weight, eps=settings.tolerance,
                                         max_num_iter=settings.max_iterations)
-    return rescale_like(np.ascontiguousarray(denoised, dtype=np.float32), real_map)
+    denoised = np.ascontiguousarray(denoised, dtype=np.float32)
+    return rescale_like(denoised, real_map) if rescale else denoised
 
 
 @numba.njit(parallel=True, cache=True)
 def _primal_update(image: np.ndarray, dual: np.ndarray, out: np.ndarray) -> None:
-    """out = image - div(dual), periodic backward differences (in place)."""
+    """out = image - div(dual), periodic backward differences (in place): the primal map of a
+    dual field."""
     nx, ny, nz = image.shape
     for i in numba.prange(nx):
         i_before = i - 1 if i > 0 else nx - 1
@@ -80,56 +86,77 @@ def _primal_update(image: np.ndarray, dual: np.ndarray, out: np.ndarray) -> None
 
 
 @numba.njit(parallel=True, cache=True)
-def _dual_update(out: np.ndarray, dual: np.ndarray, tau: np.float32,
-                 tau_over_weight: np.float32) -> None:
-    """dual = (dual - tau grad(out)) / (1 + tau/weight |grad(out)|), periodic forward
-    differences (in place)."""
-    nx, ny, nz = out.shape
+def _dual_update(primal: np.ndarray, extrapolated: np.ndarray, dual: np.ndarray,
+                 weight: np.float32, step: np.float32, momentum: np.float32) -> None:
+    """One fast-gradient-projection step on the dual field (in place).
+
+    dual_new = projection onto |p| <= weight of (extrapolated - step * grad(primal)), with
+    periodic forward differences; then extrapolated = dual_new + momentum (dual_new - dual)
+    and dual = dual_new.
+    """
+    nx, ny, nz = primal.shape
     one = np.float32(1.0)
     for i in numba.prange(nx):
         i_after = i + 1 if i < nx - 1 else 0
         for j in range(ny):
             j_after = j + 1 if j < ny - 1 else 0
-            row = out[i, j]
-            row_x = out[i_after, j]
-            row_y = out[i, j_after]
+            row = primal[i, j]
+            row_x = primal[i_after, j]
+            row_y = primal[i, j_after]
+            y0 = extrapolated[0, i, j]
+            y1 = extrapolated[1, i, j]
+            y2 = extrapolated[2, i, j]
             p0 = dual[0, i, j]
             p1 = dual[1, i, j]
             p2 = dual[2, i, j]
             for k in range(nz):
                 k_after = k + 1 if k < nz - 1 else 0
                 centre = row[k]
-                gx = row_x[k] - centre
-                gy = row_y[k] - centre
-                gz = row[k_after] - centre
-                scale = one / (one + tau_over_weight * np.sqrt(gx * gx + gy * gy + gz * gz))
-                p0[k] = (p0[k] - tau * gx) * scale
-                p1[k] = (p1[k] - tau * gy) * scale
-                p2[k] = (p2[k] - tau * gz) * scale
+                z0 = y0[k] - step * (row_x[k] - centre)
+                z1 = y1[k] - step * (row_y[k] - centre)
+                z2 = y2[k] - step * (row[k_after] - centre)
+                norm = np.sqrt(z0 * z0 + z1 * z1 + z2 * z2)
+                if norm > weight:
+                    shrink = weight / norm
+                    z0 *= shrink
+                    z1 *= shrink
+                    z2 *= shrink
+                y0[k] = z0 + momentum * (z0 - p0[k])
+                y1[k] = z1 + momentum * (z1 - p1[k])
+                y2[k] = z2 + momentum * (z2 - p2[k])
+                p0[k] = z0
+                p1[k] = z1
+                p2[k] = z2
 
 
-def chambolle_periodic(image: np.ndarray, weight: float, n_iterations: int) -> np.ndarray:
-    """Chambolle's projection algorithm for isotropic TV denoising of a periodic 3-D map.
+def tv_denoise_periodic(image: np.ndarray, weight: float, n_iterations: int) -> np.ndarray:
+    """Isotropic TV (ROF) denoising of a periodic 3-D map: argmin_u |u - f|^2/2 + weight TV(u).
 
-    The iteration of scikit-image's ``denoise_tv_chambolle`` (same step tau = 1/6, same dual
-    update, same returned iterate), with finite differences that wrap around the cell instead
-    of stopping at its faces, run for exactly ``n_iterations`` so that the result is a smooth
-    function of ``weight``.  Each iteration is two fused, threaded passes over float32 arrays
-    (numba), several times faster than the same iteration as numpy array expressions; the
-    result does not depend on the number of threads.
+    The model and discretisation of scikit-image's ``denoise_tv_chambolle`` (forward
+    differences for the gradient, isotropic norm), with differences that wrap around the cell
+    instead of stopping at its faces.  Solved on the dual, u = f - div p with |p| <= weight,
+    by Beck and Teboulle's fast gradient projection (step 1/12, the bound on |grad|^2 in 3-D,
+    Nesterov momentum), which converges as 1/k^2 where Chambolle's iteration converges as 1/k:
+    50 iterations reach a lower ROF energy than 100 of Chambolle's (tests/test_tv.py).  Each
+    iteration is two fused, threaded float32 passes (numba); the result does not depend on
+    the number of threads.  Runs exactly ``n_iterations``, so the result is a smooth function
+    of ``weight``.
     """
     image = np.ascontiguousarray(image, dtype=np.float32)
     if image.ndim != 3:
         raise ValueError(f"periodic TV needs a 3-D map, got {image.ndim} dimensions")
     dual = np.zeros((3,) + image.shape, dtype=np.float32)
-    out = image.copy()
-    tau = np.float32(1.0 / 6.0)
-    tau_over_weight = np.float32(1.0 / (6.0 * weight))
-    for iteration in range(n_iterations):
-        if iteration > 0:
-            _primal_update(image, dual, out)
-        _dual_update(out, dual, tau, tau_over_weight)
-    return out
+    extrapolated = np.zeros_like(dual)
+    primal = image.copy()
+    t = 1.0
+    for _ in range(n_iterations):
+        _primal_update(image, extrapolated, primal)
+        t_next = (1.0 + math.sqrt(1.0 + 4.0 * t * t)) / 2.0
+        _dual_update(primal, extrapolated, dual, np.float32(weight), np.float32(1.0 / 12.0),
+                     np.float32((t - 1.0) / t_next))
+        t = t_next
+    _primal_update(image, dual, primal)
+    return primal
 
 
 def rescale_like(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
