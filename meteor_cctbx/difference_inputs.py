@@ -13,8 +13,9 @@ from cctbx import miller
 from libtbx.utils import Sorry
 
 from meteor_cctbx import reflections
-from meteor_cctbx.model_phases import (ModelStructureFactors, load_model,
+from meteor_cctbx.model_phases import (ModelStructureFactors, describe_model, load_model,
                                        model_structure_factors)
+from meteor_cctbx.phil import choice
 
 
 @dataclass
@@ -89,17 +90,21 @@ def load_difference_inputs(params, files: dict, log) -> DifferenceInputs:
 
     def amplitudes(role: str, path: str, labels) -> miller.array:
         array = reflections.select_amplitudes(arrays_of(path), path, labels, role, log)
+        if array.sigmas() is None and choice(params.kweight.mode) != "none":
+            raise Sorry(f"{role} amplitudes {reflections.label_string(array)} in {path} have "
+                        f"no sigmas, which k-weighting needs: give F,SIGF labels or set "
+                        f"kweight.mode=none.")
         return reflections.resolution_cut(array, params.d_min, params.d_max, path)
 
     print("Data:", file=log)
     derivative = amplitudes("Derivative", files["derivative"], params.derivative.labels)
     native = amplitudes("Native", files["native"], params.native.labels)
-    cell_difference = reflections.check_isomorphous(
+    indexing = reflections.match_indexing(
         derivative, native, params.isomorphism.max_cell_difference, files["derivative"],
-        files["native"])
+        files["native"], log)
+    derivative, cell_difference = indexing.derivative, indexing.cell_difference
     summary = {"derivative": reflections.data_summary(derivative),
-               "native": reflections.data_summary(native),
-               "cell_difference_percent": cell_difference}
+               "native": reflections.data_summary(native), **indexing.as_dict()}
     for role in ("derivative", "native"):
         s = summary[role]
         print(f"  {role:10s} {s['space_group']:12s} cell {' '.join(f'{p:.2f}' for p in s['unit_cell'])}"
@@ -120,7 +125,7 @@ def load_difference_inputs(params, files: dict, log) -> DifferenceInputs:
                                                params.model.bulk_solvent)
         phases = model_phases.f_model
         summary["model"] = model_phases.as_dict()
-        print(f"  Model: {files['model']} ({model_phases.n_atoms} atoms, "
+        print(f"  Model: {files['model']} ({describe_model(model)}, "
               f"{params.model.scattering_table} table, bulk solvent "
               f"{'on' if params.model.bulk_solvent else 'off'}): R(native, F_model) = "
               f"{model_phases.r_work:.3f}  ({time.perf_counter() - start:.1f} s)", file=log)

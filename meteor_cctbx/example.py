@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from meteor_cctbx.record import write_bytes, write_map_coefficients_mtz, write_with
+from meteor_cctbx.record import write_bytes, write_map_coefficients_mtz, write_mtz
 from meteor_cctbx.synthetic import SyntheticPair, small_example, structure_as_pdb
 
 EXAMPLE_FILES = ("derivative.mtz", "native.mtz", "model.pdb", "truth.mtz")
@@ -17,8 +17,7 @@ EXAMPLE_FILES = ("derivative.mtz", "native.mtz", "model.pdb", "truth.mtz")
 
 def write_amplitudes_mtz(path: Path, amplitudes) -> None:
     """Atomically write amplitudes and sigmas as columns F, SIGF."""
-    mtz = amplitudes.as_mtz_dataset(column_root_label="F").mtz_object()
-    write_with(path, lambda tmp: mtz.write(file_name=tmp))
+    write_mtz(path, amplitudes.as_mtz_dataset(column_root_label="F").mtz_object())
 
 
 def write_example(directory: str | Path, d_min: float = 1.8, ligand_occupancy: float = 0.6,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import struct
 from pathlib import Path
 
 from libtbx.utils import Sorry
@@ -19,11 +20,61 @@ def check_input_file(path: str | os.PathLike, what: str = "input file") -> Path:
     if path.is_dir():
         raise Sorry(f"{what.capitalize()} {path} is a directory, not a file: give the file "
                     f"inside it.")
-    if not os.access(path, os.R_OK):
-        raise Sorry(f"{what.capitalize()} {path} is not readable: check its permissions.")
+    try:  # tried, not inferred from permission bits (which do not bind root)
+        with open(path, "rb") as handle:
+            handle.read(1)
+    except OSError as error:
+        raise Sorry(f"{what.capitalize()} {path} is not readable ({error.strerror or error}): "
+                    f"check its permissions.") from None
     if path.stat().st_size == 0:
         raise Sorry(f"{what.capitalize()} {path} is empty: give the complete file.")
     return path
+
+
+MAP_VALUE_BYTES = {0: 1, 1: 2, 2: 4, 6: 2, 12: 2}  # CCP4/MRC data modes
+
+
+def ccp4_map_problem(path: str | os.PathLike) -> str | None:
+    """Why ``path`` is not a complete CCP4/MRC map (its header and size disagree), or None."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as handle:
+        header = handle.read(1024)
+    if len(header) < 1024:
+        return f"{size} bytes, shorter than a map header"
+    order = ">" if header[212] >> 4 == 1 else "<"
+    nx, ny, nz, mode = struct.unpack(order + "4i", header[:16])
+    (symmetry_bytes,) = struct.unpack(order + "i", header[92:96])
+    if min(nx, ny, nz) < 1 or mode not in MAP_VALUE_BYTES or symmetry_bytes < 0:
+        return f"header gives grid {nx} x {ny} x {nz}, mode {mode}"
+    expected = 1024 + symmetry_bytes + nx * ny * nz * MAP_VALUE_BYTES[mode]
+    if size != expected:
+        return f"{size} bytes where the header announces {expected}"
+    return None
+
+
+def check_map_file(path: str | os.PathLike) -> None:
+    """Sorry unless ``path`` is a complete CCP4/MRC map."""
+    problem = ccp4_map_problem(path)
+    if problem:
+        raise Sorry(f"Cannot read {path}: not a complete CCP4/MRC map ({problem}); the file is "
+                    f"damaged or truncated: re-export it.")
+
+
+def check_before_iotbx(path: str | os.PathLike) -> None:
+    """Sorry for a file that iotbx's C readers would crash on or report obscurely: an MTZ file
+    is read here first (checked in Python, then loaded, so that errors name the file and the
+    fix), a CCP4/MRC map is checked complete; other files pass unchecked."""
+    path = Path(path)
+    if not path.is_file():
+        return
+    from meteor_cctbx.mtz_check import is_mtz
+
+    if is_mtz(path) or path.suffix.lower() == ".mtz":
+        from meteor_cctbx.reflections import read_miller_arrays
+
+        read_miller_arrays(path)
+    elif path.suffix.lower() in MAP_SUFFIXES:
+        check_map_file(check_input_file(path, "map file"))
 
 
 def explain_unreadable_argument(argument: str) -> None:
@@ -41,6 +92,7 @@ def explain_unreadable_argument(argument: str) -> None:
 
         read_miller_arrays(path)  # raises the specific Sorry
     if suffix in MAP_SUFFIXES:
+        check_map_file(path)
         raise Sorry(f"Cannot read {path} as a CCP4/MRC map: the file is damaged or not a map.")
     if suffix in MODEL_SUFFIXES:
         from meteor_cctbx.model_phases import load_model

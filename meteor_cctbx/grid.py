@@ -21,11 +21,18 @@ from cctbx.array_family import flex
 
 
 def fft_workers() -> int:
-    """Threads for FFTs: all cores this process may use."""
+    """Threads for FFTs: the cores this process may use, at most NUMBA_NUM_THREADS.
+
+    One environment variable, NUMBA_NUM_THREADS, thus sets the threads of both threaded steps
+    (FFTs and the numba TV kernels); results do not depend on it (tests/test_outputs.py).
+    """
+    import numba
+
     try:
-        return max(len(os.sched_getaffinity(0)), 1)
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, numba.config.NUMBA_NUM_THREADS))
 
 
 @dataclass(frozen=True)

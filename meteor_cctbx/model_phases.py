@@ -41,8 +41,12 @@ def load_model(path: str | os.PathLike, data_symmetry: crystal.symmetry | None =
     except Exception as error:
         raise Sorry(f"Cannot read model {path}: {one_line(error)}; give a PDB or mmCIF "
                     f"model.") from error
-    if model_input.atoms().size() == 0:
+    atoms = model_input.atoms()
+    if atoms.size() == 0:
         raise Sorry(f"Model {path} has no atoms: give the model of the native structure.")
+    if not (atoms.extract_occ() > 0).count(True):
+        raise Sorry(f"Model {path}: all {atoms.size()} atoms have zero occupancy, so the model "
+                    f"gives no phases: give a model with occupied atoms.")
     symmetry = model_input.crystal_symmetry()
     usable = (symmetry is not None and symmetry.unit_cell() is not None
               and symmetry.space_group_info() is not None
@@ -74,6 +78,23 @@ def load_model(path: str | os.PathLike, data_symmetry: crystal.symmetry | None =
     return model
 
 
+def describe_model(model: mmtbx.model.manager) -> str:
+    """'361 atoms' with what else matters for phasing: hydrogens, zero occupancies, altlocs."""
+    hierarchy = model.get_hierarchy()
+    atoms = hierarchy.atoms()
+    notes = []
+    hydrogens = sum(atom.element.strip().upper() in ("H", "D") for atom in atoms)
+    if hydrogens:
+        notes.append(f"{hydrogens} hydrogens, included")
+    unoccupied = (atoms.extract_occ() <= 0).count(True)
+    if unoccupied:
+        notes.append(f"{unoccupied} with zero occupancy, contributing nothing")
+    altlocs = sorted({group.altloc for group in hierarchy.atom_groups()} - {""})
+    if altlocs:
+        notes.append(f"alternate conformations {','.join(altlocs)} at their occupancies")
+    return f"{atoms.size()} atoms" + (f" ({'; '.join(notes)})" if notes else "")
+
+
 @dataclass
 class ModelStructureFactors:
     """F_model on the native reflections, and what the bulk-solvent fit found."""
@@ -102,7 +123,7 @@ def model_structure_factors(model: mmtbx.model.manager, native: miller.array,
     start = time.perf_counter()
     model.setup_scattering_dictionaries(scattering_table=scattering_table)
     xrs = model.get_xray_structure()
-    if xrs.scatterers().size() == 0:
+    if not (xrs.scatterers().extract_occupancies() > 0).count(True):
         raise Sorry("The model has no atoms with non-zero occupancy to compute phases from.")
     if bulk_solvent:
         flags = native.array(data=flex.bool(native.size(), False))

@@ -1,15 +1,20 @@
 """Run records and safe output: atomic file writing, the JSON record, PNG plots.
 
-Every output file is written to a temporary file in its final directory and renamed over the
-destination only when complete, so an interrupted run leaves either the previous file or none.
+Every output file is written to a temporary file in its final directory, checked, and renamed
+over the destination only when complete, so an interrupted run leaves either the previous file
+or none.  Inside ``output_set()`` a program's outputs are renamed together at the end, after
+all of them are complete, the JSON record last: a run that fails or is killed before then
+leaves every previous output as it was.
 """
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import json
 import math
 import os
 import platform
+import re
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -19,17 +24,31 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 from libtbx.utils import Sorry
 
+# (temporary, destination) pairs of the output set being written, None outside output_set()
+_staged: contextvars.ContextVar[list[tuple[str, Path]] | None] = contextvars.ContextVar(
+    "meteor_staged_outputs", default=None)
+
 
 def check_outputs_writable(paths: Sequence[str | os.PathLike], overwrite: bool) -> None:
-    """Raise Sorry before any work is done if an output exists or cannot be written."""
+    """Raise Sorry before any work is done if an output exists or cannot be written.
+
+    Writability is tried, not inferred from permission bits (which do not bind root and say
+    nothing of read-only file systems): a temporary file is created and removed.
+    """
     for path in map(Path, paths):
         directory = path.parent if str(path.parent) else Path(".")
+        if directory.exists() and not directory.is_dir():
+            raise Sorry(f"Output directory {directory} is a file, not a directory: change "
+                        f"output.prefix.")
         if not directory.is_dir():
             raise Sorry(f"Output directory {directory} does not exist: create it or change "
                         f"output.prefix.")
-        if not os.access(directory, os.W_OK | os.X_OK):
-            raise Sorry(f"Output directory {directory} is not writable: choose another "
-                        f"output.prefix.")
+        try:
+            with tempfile.NamedTemporaryFile(dir=directory, prefix=".meteor_write_test."):
+                pass
+        except OSError as error:
+            raise Sorry(f"Output directory {directory} is not writable "
+                        f"({error.strerror or error}): choose another output.prefix.") from None
         if path.is_dir():
             raise Sorry(f"Output {path} is a directory: choose another output.prefix.")
         if path.exists() and not overwrite:
@@ -38,17 +57,73 @@ def check_outputs_writable(paths: Sequence[str | os.PathLike], overwrite: bool) 
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[str]:
+def output_set() -> Iterator[None]:
+    """Make the files written by ``atomic_path`` inside the block appear together at its end.
+
+    Each is written and checked under a temporary name; when the block completes, the previous
+    JSON record (the mark of a complete set) is removed and the new files are renamed into
+    place, the JSON record last.  If the block fails, no destination is touched and the
+    temporary files are removed.
+    """
+    staged: list[tuple[str, Path]] = []
+    token = _staged.set(staged)
+    try:
+        yield
+        _staged.reset(token)
+        token = None
+        _commit(staged)
+    except BaseException:
+        for tmp, _ in staged:
+            _remove_quietly(tmp)
+        raise
+    finally:
+        if token is not None:
+            _staged.reset(token)
+
+
+def _commit(staged: list[tuple[str, Path]]) -> None:
+    staged = sorted(staged, key=lambda item: item[1].suffix == ".json")
+    try:
+        for _, path in staged:
+            if path.suffix == ".json" and path.exists():
+                os.remove(path)
+        for tmp, path in staged:
+            os.replace(tmp, path)
+            _fsync_directory(path)
+    except OSError as error:
+        raise Sorry(f"Could not rename the outputs into place ({error.strerror or error}): "
+                    f"check the output directory.") from error
+
+
+def _fsync_directory(path: Path) -> None:
+    """Make a rename durable (best effort: not every file system supports it)."""
+    with contextlib.suppress(OSError):
+        handle = os.open(path.parent if str(path.parent) else ".", os.O_RDONLY)
+        try:
+            os.fsync(handle)
+        finally:
+            os.close(handle)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike,
+                verify: Callable[[str], None] | None = None) -> Iterator[str]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` when the block succeeds.
 
     The temporary name keeps the destination's suffix so that writers which dispatch on the
-    extension behave.  On any failure (including a full disk) the temporary file is removed,
-    the destination is left untouched, and the error is re-raised as Sorry when it is an OSError.
+    extension behave.  After the block the file is flushed to disk and ``verify(temporary)``
+    (if given) checks it is complete, since some C writers report a full disk only on stderr.
+    On any failure the temporary file is removed, the destination is left untouched, and the
+    error is re-raised as a one-line Sorry (writers raise OSError or RuntimeError on a full
+    disk).  Inside ``output_set()`` the rename waits for the end of the set.
     """
     path = Path(path)
     directory = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}",
-                               dir=directory)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}",
+                                   dir=directory)
+    except OSError as error:
+        raise _write_failure(path, error) from error
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
@@ -57,14 +132,25 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
         yield tmp
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except OSError as error:
+        if verify is not None:
+            verify(tmp)
+        staged = _staged.get()
+        if staged is None:
+            os.replace(tmp, path)
+        else:
+            staged.append((tmp, path))
+    except (OSError, RuntimeError) as error:
         _remove_quietly(tmp)
-        raise Sorry(f"Could not write {path}: {error.strerror or error}; check free disk space "
-                    f"and permissions.") from error
+        raise _write_failure(path, error) from error
     except BaseException:
         _remove_quietly(tmp)
         raise
+
+
+def _write_failure(path: Path, error: Exception) -> Sorry:
+    """One line for a failed write: the OS's reason, or the writer's message."""
+    reason = getattr(error, "strerror", None) or " ".join(str(error).split())
+    return Sorry(f"Could not write {path}: {reason}; check free disk space and permissions.")
 
 
 def _remove_quietly(path: str) -> None:
@@ -79,10 +165,44 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> None:
             handle.write(data)
 
 
-def write_with(path: str | os.PathLike, writer: Callable[[str], None]) -> None:
-    """Atomically write ``path`` with ``writer(temporary_path)``."""
-    with atomic_path(path) as tmp:
+def write_with(path: str | os.PathLike, writer: Callable[[str], None],
+               verify: Callable[[str], None] | None = None) -> None:
+    """Atomically write ``path`` with ``writer(temporary_path)``, checked by ``verify``."""
+    with atomic_path(path, verify) as tmp:
         writer(tmp)
+
+
+@contextlib.contextmanager
+def native_stderr_silenced() -> Iterator[None]:
+    """Discard what C libraries print on file descriptor 2 (CCP4's write-error chatter) while
+    the block runs; failures still surface through ``verify``."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def verify_ccp4_map(path: str) -> None:
+    """RuntimeError unless ``path`` holds as many bytes as its CCP4/MRC header announces."""
+    from meteor_cctbx.file_checks import ccp4_map_problem
+
+    if ccp4_map_problem(path):
+        raise RuntimeError("the map file is incomplete (No space left on device?)")
+
+
+def verify_mtz(path: str) -> None:
+    """RuntimeError unless ``path`` is a complete MTZ file."""
+    from meteor_cctbx.mtz_check import check_mtz
+
+    try:
+        check_mtz(path)
+    except Sorry:
+        raise RuntimeError("the MTZ file is incomplete (No space left on device?)") from None
 
 
 def to_jsonable(value):
@@ -216,7 +336,45 @@ def write_map_coefficients_mtz(path: str | os.PathLike, columns: Sequence[tuple]
     mtz = dataset.mtz_object()
     for line in history:
         mtz.add_history(line[:80])
-    write_with(path, lambda tmp: mtz.write(file_name=tmp))
+    write_mtz(path, mtz)
+
+
+_CREATION_TIME = re.compile(rb"CREATED_\d\d/\d\d/\d{4}_\d\d:\d\d:\d\d")
+
+
+def write_mtz(path: str | os.PathLike, mtz) -> None:
+    """Atomically write an iotbx.mtz object, checked complete.  Equal content gives equal
+    bytes: the creation time CCP4 writes into each new column's COLSRC header record is
+    replaced by a fixed text of the same length."""
+    def writer(tmp: str) -> None:
+        mtz.write(file_name=tmp)
+        with open(tmp, "r+b") as handle:
+            start = handle.read(12)
+            order = "little" if start[9] >> 4 == 4 else "big"
+            header_start = (int.from_bytes(start[4:8], order, signed=True) - 1) * 4
+            handle.seek(header_start)
+            header = _CREATION_TIME.sub(b"meteor_cctbx".ljust(27), handle.read())
+            handle.seek(header_start)
+            handle.write(header)
+    write_with(path, writer, verify=verify_mtz)
+
+
+_ASCTIME = re.compile(rb" (Mon|Tue|Wed|Thu|Fri|Sat|Sun) (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|"
+                      rb"Oct|Nov|Dec) [ \d]\d \d\d:\d\d:\d\d \d{4}")
+
+
+def write_map_manager(path: str | os.PathLike, map_manager) -> None:
+    """Atomically write an iotbx map_manager as a CCP4 map, checked complete.  Equal maps give
+    equal bytes: the time iotbx appends to the first label is blanked."""
+    def writer(tmp: str) -> None:
+        with native_stderr_silenced():
+            map_manager.write_map(tmp)
+        with open(tmp, "r+b") as handle:
+            header = bytearray(handle.read(1024))
+            header[224:] = _ASCTIME.sub(lambda match: b" " * len(match.group()), header[224:])
+            handle.seek(0)
+            handle.write(header)
+    write_with(path, writer, verify=verify_ccp4_map)
 
 
 def write_cell_map_ccp4(path: str | os.PathLike, real_map: np.ndarray, unit_cell, space_group,
@@ -227,6 +385,10 @@ def write_cell_map_ccp4(path: str | os.PathLike, real_map: np.ndarray, unit_cell
 
     data = flex.float(np.ascontiguousarray(real_map, dtype=np.float32))
     labels = flex.std_string([title[:80]])
-    write_with(path, lambda tmp: iotbx.ccp4_map.write_ccp4_map(
-        file_name=tmp, unit_cell=unit_cell, space_group=space_group,
-        map_data=data.as_double(), labels=labels))
+
+    def writer(tmp: str) -> None:
+        with native_stderr_silenced():
+            iotbx.ccp4_map.write_ccp4_map(file_name=tmp, unit_cell=unit_cell,
+                                          space_group=space_group, map_data=data.as_double(),
+                                          labels=labels)
+    write_with(path, writer, verify=verify_ccp4_map)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
@@ -15,22 +15,39 @@ from cctbx.array_family import flex
 from libtbx.utils import Sorry, null_out
 
 from meteor_cctbx.file_checks import check_input_file
+from meteor_cctbx.mtz_check import check_mtz, is_mtz
 
 
 def read_miller_arrays(path: str | os.PathLike) -> list[miller.array]:
-    """All miller arrays in a reflection file (MTZ, SF-mmCIF, ...), or Sorry."""
+    """All miller arrays in a reflection file (MTZ, SF-mmCIF, ...), unmerged as stored, or Sorry.
+
+    MTZ files are checked in Python first (``mtz_check``), so that a damaged file cannot crash
+    CCP4's MTZ library; other binary files are refused rather than handed to iotbx, which
+    would try to unpickle them.
+    """
+    import iotbx.mtz
     from iotbx.reflection_file_reader import any_reflection_file
+    from libtbx.utils import detect_binary_file
 
     path = check_input_file(path, "reflection file")
+    mtz = is_mtz(path) or path.suffix.lower() == ".mtz"
+    if mtz:
+        check_mtz(path)
+    elif detect_binary_file.from_initial_block(str(path)):
+        raise Sorry(f"Cannot read {path}: a binary file that is not MTZ, and not a text "
+                    f"reflection format iotbx reads (mmCIF, SCALEPACK, ...); re-export it as "
+                    f"MTZ.")
     try:
-        reader = any_reflection_file(str(path))
-        if reader.file_type() is None:
-            if path.suffix.lower() == ".mtz":
-                raise Sorry(f"Cannot read {path}: not a valid MTZ file (damaged or "
-                            f"truncated); re-export it.")
-            raise Sorry(f"Cannot read {path}: not a reflection file iotbx recognises (MTZ, "
-                        f"mmCIF, SCALEPACK, ...); check the file type.")
-        arrays = reader.as_miller_arrays()
+        if mtz:  # iotbx.mtz directly: any_reflection_file would try text readers next
+            arrays = iotbx.mtz.object(str(path)).as_miller_arrays(
+                merge_equivalents=False,
+                base_array_info=miller.array_info(source=str(path), source_type="ccp4_mtz"))
+        else:
+            reader = any_reflection_file(str(path))
+            if reader.file_type() is None:
+                raise Sorry(f"Cannot read {path}: not a reflection file iotbx recognises (MTZ, "
+                            f"mmCIF, SCALEPACK, ...); check the file type.")
+            arrays = reader.as_miller_arrays(merge_equivalents=False)
     except Sorry:
         raise
     except Exception as error:  # iotbx raises RuntimeError/AssertionError/... on damaged files
@@ -147,66 +164,75 @@ def as_amplitudes(array: miller.array, source: str, role: str,
                   log=None) -> miller.array:
     """Merged, non-anomalous amplitudes |F| (with sigmas when present) of an F or I array.
 
-    Unmerged or anomalous data are merged (Bijvoet mates averaged); intensities go through
-    cctbx's French-Wilson treatment; reflections with non-finite values are dropped.
+    Reflections with NaN/inf values, zero or negative sigmas, or index 0,0,0 are dropped;
+    repeated, symmetry-equivalent (unmerged) and Bijvoet-mate observations are merged with
+    cctbx; intensities, negative ones included, go through cctbx's French-Wilson treatment.
+    Each of these steps that changes something says so in ``log``.
     """
     log = log or null_out()
-    kind = kind_of(array)
+    kind, labels = kind_of(array), label_string(array)
     if kind not in ("amplitude", "intensity"):
-        raise Sorry(f"{role} array {label_string(array)} in {source} is not amplitudes or "
-                    f"intensities ({kind}); choose an F,SIGF or I,SIGI pair.")
-    array = array.map_to_asu()
-    if array.size() == 0:
-        raise Sorry(f"{role} array {label_string(array)} in {source} is empty.")
-    if not array.is_unique_set_under_symmetry():
-        print(f"  {role}: {source} has symmetry-equivalent reflections; merging them.", file=log)
-        array = array.merge_equivalents().array()
-    if array.anomalous_flag():
-        print(f"  {role}: averaging Bijvoet mates of {label_string(array)}.", file=log)
-        array = array.average_bijvoet_mates()
-    array = _drop_non_finite(array, source, role, log)
+        raise Sorry(f"{role} array {labels} in {source} is not amplitudes or intensities "
+                    f"({kind}); choose an F,SIGF or I,SIGI pair.")
+    if kind == "intensity" and array.sigmas() is None:
+        raise Sorry(f"{role} intensities {labels} in {source} have no sigmas, which "
+                    f"French-Wilson needs: give I,SIGI labels or amplitudes.")
+    array = _usable(array.map_to_asu(), f"{role} array {labels} in {source}", role, log)
+    array = _merged(array, f"{role}: {source} {labels}", log)
     if kind == "intensity":
-        if array.sigmas() is None:
-            raise Sorry(f"{role} intensities {label_string(array)} in {source} have no sigmas, "
-                        f"which French-Wilson needs: give I,SIGI labels or amplitudes.")
-        array = _positive_sigmas(array, source, role, log)
-        print(f"  {role}: French-Wilson conversion of {array.size()} intensities to "
-              f"amplitudes.", file=log)
-        array = array.french_wilson(log=null_out())
-    elif array.sigmas() is not None:
-        array = _positive_sigmas(array, source, role, log)
+        negative = int((array.data() < 0).count(True))
+        print(f"  {role}: French-Wilson conversion of {array.size()} intensities "
+              f"({negative} negative) to amplitudes.", file=log)
+        try:
+            array = array.french_wilson(log=null_out())
+        except Exception as error:  # cctbx asserts on data it cannot treat
+            raise Sorry(f"French-Wilson failed for {role} intensities {labels} in {source} "
+                        f"({one_line(error)}): give amplitudes or check the columns."
+                        ) from error
     negative = (array.data() < 0).count(True)
     if negative:
-        raise Sorry(f"{role} amplitudes {label_string(array)} in {source} include {negative} "
-                    f"negative values: these columns are not amplitudes; choose F,SIGF labels.")
+        raise Sorry(f"{role} amplitudes {labels} in {source} include {negative} negative "
+                    f"values: these columns are not amplitudes; choose F,SIGF labels.")
     return array.set_observation_type_xray_amplitude()
 
 
-def _drop_non_finite(array: miller.array, source: str, role: str, log) -> miller.array:
+def _usable(array: miller.array, what: str, role: str, log) -> miller.array:
+    """``array`` without reflections that carry no usable measurement (said in ``log``)."""
     data = array.data().as_numpy_array()
-    finite = np.isfinite(data)
+    checks = [("NaN or infinite values", np.isfinite(data)),
+              ("index 0,0,0", np.any(np.array(array.indices()).reshape(-1, 3) != 0, axis=1))]
     if array.sigmas() is not None:
-        finite &= np.isfinite(array.sigmas().as_numpy_array())
-    bad = int((~finite).sum())
-    if bad == array.size():
-        raise Sorry(f"{role} array {label_string(array)} in {source} has no finite values.")
-    if bad:
-        print(f"  {role}: dropping {bad} reflections with NaN or infinite values.", file=log)
-        array = array.select(flex.bool(finite))
-    return array
+        sigmas = array.sigmas().as_numpy_array()
+        checks[0] = (checks[0][0], checks[0][1] & np.isfinite(sigmas))
+        checks.append(("zero or negative sigma", ~np.isfinite(sigmas) | (sigmas > 0)))
+    keep = np.ones(array.size(), bool)
+    for reason, good in checks:
+        bad = int((keep & ~good).sum())
+        if bad:
+            print(f"  {role}: dropping {bad} reflections with {reason}.", file=log)
+        keep &= good
+    if not keep.any():
+        raise Sorry(f"{what} has no usable reflection (empty, or every one with NaN/inf "
+                    f"values or a zero or negative sigma): give the right columns.")
+    return array.select(flex.bool(keep)) if not keep.all() else array
 
 
-def _positive_sigmas(array: miller.array, source: str, role: str, log) -> miller.array:
-    sigmas = array.sigmas().as_numpy_array()
-    good = sigmas > 0
-    bad = int((~good).sum())
-    if bad == array.size():
-        raise Sorry(f"{role} sigmas of {label_string(array)} in {source} are all zero or "
-                    f"negative: give the right sigma column.")
-    if bad:
-        print(f"  {role}: dropping {bad} reflections with zero or negative sigma.", file=log)
-        array = array.select(flex.bool(good))
-    return array
+def _merged(array: miller.array, what: str, log) -> miller.array:
+    """One observation per unique reflection: Bijvoet mates, symmetry mates and repeats merged
+    with cctbx's merge_equivalents (sigma-weighted mean when there are sigmas)."""
+    if array.anomalous_flag():
+        print(f"  {what} holds Bijvoet mates (anomalous data); averaging them.", file=log)
+        array = array.as_non_anomalous_array().map_to_asu()
+    if array.is_unique_set_under_symmetry():
+        return array
+    merging = array.merge_equivalents()
+    merged = merging.array()
+    r_int = merging.r_int()
+    print(f"  {what}: {array.size()} observations of {merged.size()} unique "
+          f"reflections (unmerged, repeated or Bijvoet-mate indices); merged with cctbx "
+          f"(merge_equivalents{', sigma-weighted' if array.sigmas() is not None else ''}"
+          f"{f', R_int {r_int:.3f}' if r_int is not None else ''}).", file=log)
+    return merged
 
 
 def select_amplitudes(arrays: Sequence[miller.array], source: str,
@@ -263,25 +289,118 @@ def resolution_cut(array: miller.array, d_min: float | None, d_max: float | None
     return cut
 
 
-def check_isomorphous(derivative: miller.array, native: miller.array,
-                      max_cell_difference_percent: float, derivative_source: str,
-                      native_source: str) -> float:
-    """Sorry unless the two data sets share a space group and have cells within the threshold.
+@dataclass
+class IndexingMatch:
+    """The derivative on the native's indexing, and how it got there."""
 
-    Returns the largest relative cell-edge difference in percent.
+    derivative: miller.array
+    cell_difference: float  # largest relative cell difference, percent
+    change_of_basis: str | None = None  # e.g. 'k,h,-l' when the derivative was reindexed
+    correlations: dict[str, float] = field(default_factory=dict)  # CC with the native
+
+    def as_dict(self) -> dict:
+        return {"cell_difference_percent": self.cell_difference,
+                "derivative_reindexed": self.change_of_basis,
+                "indexing_correlations": self.correlations}
+
+
+AMBIGUITY_MARGIN = 0.1  # CC by which another indexing must beat the file's to be used
+
+
+def match_indexing(derivative: miller.array, native: miller.array,
+                   max_cell_difference_percent: float, derivative_source: str,
+                   native_source: str, log=None) -> IndexingMatch:
+    """The derivative reindexed onto the native's setting and indexing, or Sorry.
+
+    Candidates are the changes of basis (cctbx's similarity transformations of the cells)
+    under which the derivative has the native's space group and a cell within the threshold:
+    the identity and, for a lattice of higher symmetry than the space group, the alternative
+    indexings (k,h,-l in P4, ...); or, for another setting of the same space group (permuted
+    axes), the transformations onto the native's.  Where several remain, the one whose
+    amplitudes correlate best with the native's is used; the file's own indexing is kept
+    unless another beats it by ``AMBIGUITY_MARGIN``.  The log says what was done.
     """
+    log = log or null_out()
+    candidates = _indexing_candidates(derivative, native, max_cell_difference_percent)
+    if not candidates:
+        _refuse_non_isomorphous(derivative, native, max_cell_difference_percent,
+                                derivative_source, native_source)
+    correlations = ({name: _indexing_correlation(array, native)
+                     for name, array in candidates.items()} if len(candidates) > 1 else {})
+    name = next(iter(candidates))
+    scores = ", ".join(f"{n} {cc:.3f}" for n, cc in correlations.items())
+    if correlations:
+        best = max(correlations, key=correlations.get)
+        as_indexed = correlations.get("h,k,l")
+        if as_indexed is None or correlations[best] > as_indexed + AMBIGUITY_MARGIN:
+            name = best
+        elif any(n != "h,k,l" and cc > as_indexed - AMBIGUITY_MARGIN
+                 for n, cc in correlations.items()):
+            print(f"  Warning: the derivative's indexing is ambiguous (CC with the native: "
+                  f"{scores}); keeping the file's indexing.", file=log)
+    reindexed = candidates[name]
+    if name != "h,k,l":
+        print(f"  Derivative {derivative_source} reindexed {name} onto the native's setting "
+              f"and indexing{f' (CC with the native: {scores})' if scores else ''}.", file=log)
+    return IndexingMatch(reindexed, max_cell_difference(reindexed.unit_cell(),
+                                                        native.unit_cell()),
+                         None if name == "h,k,l" else name, correlations)
+
+
+def _indexing_candidates(derivative: miller.array, native: miller.array,
+                         max_cell_difference_percent: float) -> dict[str, miller.array]:
+    """Distinct reindexed copies of the derivative that match the native's symmetry, keyed by
+    the change of basis ('h,k,l' first when the file's own indexing qualifies)."""
+    from cctbx import crystal, sgtbx
+
+    fraction = max_cell_difference_percent / 100
+    matrices = derivative.unit_cell().similarity_transformations(
+        native.unit_cell(), relative_length_tolerance=fraction,
+        absolute_angle_tolerance=fraction * 90, unimodular_generator_range=1)
+    operators = [sgtbx.change_of_basis_op()] + [
+        sgtbx.change_of_basis_op(sgtbx.rt_mx(sgtbx.rot_mx(m, 1))) for m in matrices]
+    candidates: dict[str, miller.array] = {}
+    seen: set[bytes] = set()
+    for operator in operators:
+        group = derivative.space_group_info().change_basis(operator)
+        if group.group() != native.space_group():
+            continue
+        cell = derivative.unit_cell().change_basis(operator)
+        if max_cell_difference(cell, native.unit_cell()) > max_cell_difference_percent:
+            continue
+        array = derivative.change_basis(operator).customized_copy(
+            crystal_symmetry=crystal.symmetry(unit_cell=cell,
+                                              space_group_info=native.space_group_info())
+        ).map_to_asu()
+        key = array.indices().as_vec3_double().as_numpy_array().tobytes()
+        if key not in seen:
+            seen.add(key)
+            candidates[operator.as_hkl()] = array
+    return candidates
+
+
+def _indexing_correlation(derivative: miller.array, native: miller.array) -> float:
+    """Mean CC of the amplitudes in resolution shells (weighted by reflections), or 0."""
+    shells = [s for s in isomorphism_shells(derivative, native) if math.isfinite(s.cc_iso)]
+    n = sum(s.n for s in shells)
+    return sum(s.cc_iso * s.n for s in shells) / n if n else 0.0
+
+
+def _refuse_non_isomorphous(derivative: miller.array, native: miller.array,
+                            max_cell_difference_percent: float, derivative_source: str,
+                            native_source: str) -> None:
+    """The Sorry for data sets no change of basis makes isomorphous."""
     sg_d, sg_n = derivative.space_group_info(), native.space_group_info()
-    if sg_d.group() != sg_n.group():
+    if sg_d.type().number() != sg_n.type().number():
         raise Sorry(f"Space groups differ: {derivative_source} is {sg_d}, {native_source} is "
-                    f"{sg_n}; isomorphous difference maps need the same space group and setting.")
+                    f"{sg_n}; isomorphous difference maps need the same space group.")
     difference = max_cell_difference(derivative.unit_cell(), native.unit_cell())
-    if difference > max_cell_difference_percent:
-        raise Sorry(f"Cells differ by {difference:.2f} % ({derivative_source}: "
-                    f"{fmt_cell(derivative.unit_cell())}; {native_source}: "
-                    f"{fmt_cell(native.unit_cell())}), more than "
-                    f"isomorphism.max_cell_difference={max_cell_difference_percent} %: the data "
-                    f"are not isomorphous (raise the threshold to proceed anyway).")
-    return difference
+    raise Sorry(f"Cells differ by {difference:.2f} % ({derivative_source}: "
+                f"{fmt_cell(derivative.unit_cell())}; {native_source}: "
+                f"{fmt_cell(native.unit_cell())}), more than "
+                f"isomorphism.max_cell_difference={max_cell_difference_percent} % in any "
+                f"setting: the data are not isomorphous (raise the threshold to proceed "
+                f"anyway).")
 
 
 def max_cell_difference(cell_a, cell_b) -> float:

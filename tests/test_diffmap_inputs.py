@@ -174,7 +174,15 @@ BAD_INPUTS = [
 ]
 
 
-@pytest.mark.parametrize("make_args, fragments", BAD_INPUTS)
+BAD_INPUT_IDS = ["missing_file", "truncated_mtz", "empty_file", "directory", "unknown_labels",
+                 "space_groups_differ", "cells_differ", "model_without_atoms",
+                 "model_symmetry_differs", "no_common_reflections", "resolution_cut_empties",
+                 "d_min_above_d_max", "out_of_range_parameter", "negative_tv_weight",
+                 "bad_choice", "unknown_parameter", "one_reflection_file", "no_model",
+                 "same_file_without_labels", "ambiguous_labels", "output_directory_missing"]
+
+
+@pytest.mark.parametrize("make_args, fragments", BAD_INPUTS, ids=BAD_INPUT_IDS)
 def test_bad_input_is_one_clear_sorry_and_no_output(files, in_tmp, capsys, make_args,
                                                     fragments):
     status, _, err = run_program(Program, make_args(files), capsys)

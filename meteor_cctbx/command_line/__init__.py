@@ -49,13 +49,22 @@ class MeteorParser(CCTBXParser):
             raise Sorry(f"{one_line(error)}; run with --show-defaults to see the allowed "
                         f"values.") from error
 
+    def process_files(self, file_list, *args, **kwargs):
+        """Check MTZ files and maps in Python before iotbx's C readers see them: a damaged
+        file would crash them or give an obscure message (see file_checks.check_before_iotbx)."""
+        from meteor_cctbx.file_checks import check_before_iotbx
+
+        for file_name in file_list:
+            check_before_iotbx(file_name)
+        return super().process_files(file_list, *args, **kwargs)
+
     def raise_Sorry_for_unused_phil(self):
         if self.unused_phil and self.unused_phil_raises_sorry \
                 and not self.namespace.diff_params:
             unknown = ", ".join(one_line(phil) for phil in self.unused_phil)
-            raise Sorry(f"Unknown parameter(s) {unknown} for {self.prog}: run with "
-                        f"--show-defaults to list the parameters (in .eff files give full "
-                        f"names, e.g. output.overwrite).")
+            raise Sorry(f"Unknown parameter(s) {unknown} for {os.path.basename(self.prog)}: "
+                        f"run with --show-defaults to list the parameters (in .eff files give "
+                        f"full names, e.g. output.overwrite).")
 
 
 def run_as_command(program_class, args: Sequence[str] | None = None) -> int:

@@ -11,9 +11,9 @@ from libtbx.utils import Sorry
 from meteor_cctbx import reflections
 from meteor_cctbx.difference_inputs import (DifferenceInputs, load_difference_inputs,
                                             resolve_files)
-from meteor_cctbx.record import (check_outputs_writable, params_as_dict, software_versions,
-                                 write_cell_map_ccp4, write_json, write_map_coefficients_mtz,
-                                 write_panels_png)
+from meteor_cctbx.record import (check_outputs_writable, output_set, params_as_dict,
+                                 software_versions, write_cell_map_ccp4, write_json,
+                                 write_map_coefficients_mtz, write_panels_png)
 
 
 class DifferenceProgram(ProgramTemplate):
@@ -79,19 +79,22 @@ class DifferenceProgram(ProgramTemplate):
                 "versions": software_versions()}
 
     def write_outputs(self) -> None:
+        """Write the outputs as one set (see record.output_set): all or none appear."""
         paths = self.output_paths()
         log = self.logger
-        write_map_coefficients_mtz(paths["mtz"], self.mtz_columns(),
-                                   history=[f"{self.program_name} (meteor_cctbx)"])
-        if "map" in paths:
-            grid = self.result.grid
-            cell_map = grid.to_map(self.result.map_coefficients.data().as_numpy_array())
-            miller_set = self.result.map_coefficients
-            write_cell_map_ccp4(paths["map"], cell_map, miller_set.unit_cell(),
-                                miller_set.space_group(), f"{self.program_name} difference map")
-        write_panels_png(paths["png"], self.plot_panels(), title=self.program_name)
-        write_json(paths["json"], {**self.record(),
-                                   "outputs": {k: str(v) for k, v in paths.items()}})
+        with output_set():
+            write_map_coefficients_mtz(paths["mtz"], self.mtz_columns(),
+                                       history=[f"{self.program_name} (meteor_cctbx)"])
+            if "map" in paths:
+                grid = self.result.grid
+                cell_map = grid.to_map(self.result.map_coefficients.data().as_numpy_array())
+                miller_set = self.result.map_coefficients
+                write_cell_map_ccp4(paths["map"], cell_map, miller_set.unit_cell(),
+                                    miller_set.space_group(),
+                                    f"{self.program_name} difference map")
+            write_panels_png(paths["png"], self.plot_panels(), title=self.program_name)
+            write_json(paths["json"], {**self.record(),
+                                       "outputs": {k: str(v) for k, v in paths.items()}})
         print("Output:", file=log)
         for kind, path in paths.items():
             print(f"  {kind:5s} {path}", file=log)

@@ -16,9 +16,9 @@ from libtbx.utils import Sorry
 from meteor_cctbx import sharpen
 from meteor_cctbx.file_checks import check_input_file
 from meteor_cctbx.phil import master_phil_str
-from meteor_cctbx.record import (Panel, check_outputs_writable, params_as_dict,
+from meteor_cctbx.record import (Panel, check_outputs_writable, output_set, params_as_dict,
                                  software_versions, write_json, write_map_coefficients_mtz,
-                                 write_panels_png, write_with)
+                                 write_map_manager, write_panels_png)
 
 OUTPUT_SUFFIXES = (".ccp4", ".mtz", ".json", ".png")
 
@@ -280,27 +280,27 @@ Examples:
     # ------------------------------------------------------------------------------------------
 
     def write_outputs(self, sharpened, map_coefficients, b_factor_result, d_min, scale, fsc):
+        """Write the outputs as one set (see record.output_set): all or none appear."""
         paths = self.output_paths()
         check_outputs_writable(paths.values(), self.params.output.overwrite)
         sharpened.set_program_name("meteor.sharpen")
         sharpened.add_label(f"meteor.sharpen {self.method}: effective B "
                             f"{scale.effective_b:.1f} A**2")
-        write_with(paths["ccp4"], sharpened.write_map)
-
         if map_coefficients is not None and b_factor_result is not None:
             coefficients = sharpen.sharpen_map_coefficients(
                 map_coefficients, self.sharpening_form(self.record["resolution"], d_min),
                 b_factor_result.b_sharpen)
         else:
             coefficients = sharpened.map_as_fourier_coefficients(d_min=d_min)
-        write_map_coefficients_mtz(paths["mtz"], [(coefficients, "FWT", "PHWT")],
-                                   history=[f"meteor.sharpen {self.method}: effective B "
-                                            f"{scale.effective_b:.1f} A**2"])
-
-        write_panels_png(paths["png"], self.panels(b_factor_result, scale, fsc),
-                         title=f"meteor.sharpen ({self.method})")
         self.record.update(timings=self.timings, outputs=paths)
-        write_json(paths["json"], self.record)
+        with output_set():
+            write_map_manager(paths["ccp4"], sharpened)
+            write_map_coefficients_mtz(paths["mtz"], [(coefficients, "FWT", "PHWT")],
+                                       history=[f"meteor.sharpen {self.method}: effective B "
+                                                f"{scale.effective_b:.1f} A**2"])
+            write_panels_png(paths["png"], self.panels(b_factor_result, scale, fsc),
+                             title=f"meteor.sharpen ({self.method})")
+            write_json(paths["json"], self.record)
         for kind, path in paths.items():
             self._print(f"Wrote {path}")
 

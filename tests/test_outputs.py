@@ -1,0 +1,177 @@
+"""Outputs are all-or-nothing and reproducible.
+
+* Every state the output files pass through while a run writes them is either the previous set
+  or the new one (never a partial file, never a new MTZ beside the old record), checked at
+  each file-system step in-process and by killing real runs with SIGKILL.
+* The same inputs and parameters give byte-identical MTZ, map and PNG files and the same JSON
+  apart from timings, run to run and with 1 or 2 threads (NUMBA_NUM_THREADS).
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from meteor_cctbx.programs.diffmap import Program as Diffmap
+from meteor_cctbx.programs.sharpen import Program as Sharpen
+
+from helpers import run_program
+
+OUTPUTS = ("meteor_diffmap.mtz", "meteor_diffmap.json", "meteor_diffmap.png",
+           "meteor_diffmap.ccp4")
+RECORD = "meteor_diffmap.json"
+FAST = ["kweight.mode=fixed", "tv.mode=fixed", "output.map=True", "output.overwrite=True"]
+
+
+def inputs(example) -> list[str]:
+    return [str(example.dir / n) for n in ("derivative.mtz", "native.mtz", "model.pdb")]
+
+
+def visible_files(directory: Path) -> dict[str, bytes]:
+    """Files a later pipeline step would see (temporaries are hidden dot files)."""
+    return {p.name: p.read_bytes() for p in directory.iterdir() if not p.name.startswith(".")}
+
+
+def without_timings(value):
+    """A JSON record with every timing (keys naming seconds or timings) removed."""
+    if isinstance(value, dict):
+        return {k: without_timings(v) for k, v in value.items()
+                if "seconds" not in k and "timings" not in k}
+    if isinstance(value, list):
+        return [without_timings(v) for v in value]
+    return value
+
+
+def same_output(name: str, a: bytes, b: bytes) -> bool:
+    if name.endswith(".json"):
+        return without_timings(json.loads(a)) == without_timings(json.loads(b))
+    return a == b
+
+
+def assert_previous_or_new(state: dict[str, bytes], previous: dict[str, bytes],
+                           new: dict[str, bytes]) -> None:
+    """Each file is a complete previous or new one; a record vouches for a whole set."""
+    for name, content in state.items():
+        assert name in OUTPUTS, name
+        assert content == previous.get(name) or same_output(name, content, new[name]), name
+    if RECORD in state:
+        if state[RECORD] == previous.get(RECORD):
+            assert state == previous
+        else:
+            assert set(state) == set(new) and all(same_output(n, state[n], new[n])
+                                                  for n in state)
+
+
+@pytest.mark.parametrize("with_previous", [True, False], ids=["previous_set", "no_outputs"])
+def test_every_step_of_writing_shows_the_previous_set_or_the_new_one(example, in_tmp, capsys,
+                                                                     monkeypatch,
+                                                                     with_previous):
+    previous = {name: f"previous {name}".encode() for name in OUTPUTS} if with_previous else {}
+    for name, content in previous.items():
+        (in_tmp / name).write_bytes(content)
+    states = []
+    for function in ("replace", "remove"):
+        real = getattr(os, function)
+
+        def step(*args, _real=real, **kwargs):
+            states.append(visible_files(in_tmp))  # what a kill just before this step leaves
+            return _real(*args, **kwargs)
+        monkeypatch.setattr(os, function, step)
+    status, _, err = run_program(Diffmap, inputs(example) + FAST, capsys)
+    monkeypatch.undo()
+    assert status == 0, err
+    new = visible_files(in_tmp)
+    assert set(new) == set(OUTPUTS) and all(new[n] != previous.get(n) for n in OUTPUTS)
+    assert len(states) >= len(OUTPUTS)
+    for state in states:
+        assert_previous_or_new(state, previous, new)
+    assert states[0] == previous  # nothing changed while the outputs were being written
+
+
+def test_killed_runs_leave_the_previous_or_the_complete_outputs(example, tmp_path, capsys,
+                                                               monkeypatch):
+    """SIGKILL real runs at moments spread over the run, most near the writing of outputs."""
+    reference = tmp_path / "reference"
+    reference.mkdir()
+    monkeypatch.chdir(reference)
+    assert run_program(Diffmap, inputs(example) + FAST, capsys)[0] == 0
+    new = visible_files(reference)
+    previous = {name: f"previous {name}".encode() for name in OUTPUTS}
+    rng = random.Random(4)
+    moments = [("Data:", 0.0), ("Isomorphism", rng.uniform(0.0, 0.3))]
+    environment = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    for i, (trigger, delay) in enumerate(moments):
+        directory = tmp_path / f"kill{i}"
+        directory.mkdir()
+        for name, content in previous.items():
+            (directory / name).write_bytes(content)
+        process = subprocess.Popen([sys.executable, "-m", "meteor_cctbx.command_line.diffmap",
+                                    *inputs(example), *FAST], cwd=directory,
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                   env=environment)
+        for line in process.stdout:
+            if line.startswith(trigger):
+                break
+        time.sleep(delay)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        process.stdout.close()
+        state = visible_files(directory)
+        assert_previous_or_new(state, previous, new)
+        assert all(p.name.startswith(".meteor_diffmap.") for p in directory.iterdir()
+                   if p.name not in state)  # only hidden temporaries may remain
+
+
+def test_same_inputs_give_identical_outputs_with_one_or_two_threads(example, tmp_path):
+    outputs = []
+    for threads in ("1", "2"):
+        directory = tmp_path / f"threads{threads}"
+        directory.mkdir()
+        for name in ("derivative.mtz", "native.mtz", "model.pdb"):
+            (directory / name).write_bytes((example.dir / name).read_bytes())
+        result = subprocess.run(
+            [sys.executable, "-m", "meteor_cctbx.command_line.diffmap", "derivative.mtz",
+             "native.mtz", "model.pdb", "output.map=True"], cwd=directory,
+            capture_output=True, text=True, env={**os.environ, "NUMBA_NUM_THREADS": threads})
+        assert result.returncode == 0, result.stderr
+        outputs.append(visible_files(directory))
+    one, two = outputs
+    assert set(one) == set(two) >= set(OUTPUTS)
+    for name in OUTPUTS:
+        if name.endswith(".json"):
+            record_one, record_two = (without_timings(json.loads(o[name])) for o in outputs)
+            assert record_one == record_two
+            assert record_one["result"]["tv_weight"] > 0  # the optimised scans ran
+        else:
+            assert one[name] == two[name], name
+
+
+def test_sharpen_outputs_are_identical_with_one_or_two_threads(example, tmp_path, capsys,
+                                                              monkeypatch):
+    from meteor_cctbx.command_line import run_as_command
+
+    monkeypatch.chdir(tmp_path)
+    assert run_as_command(Diffmap, inputs(example) + FAST + ["output.prefix=input"]) == 0
+    outputs = []
+    for threads in ("1", "2"):
+        directory = tmp_path / f"nproc{threads}"
+        directory.mkdir()
+        monkeypatch.chdir(directory)
+        status, _, err = run_program(Sharpen, ["../input.ccp4", "resolution=2",
+                                               f"nproc={threads}"], capsys)
+        assert status == 0, err
+        outputs.append(visible_files(directory))
+    one, two = outputs
+    assert set(one) == set(two) == {f"sharpened.{s}" for s in ("ccp4", "mtz", "png", "json")}
+    for name in ("sharpened.ccp4", "sharpened.mtz", "sharpened.png"):
+        assert one[name] == two[name], name
+    records = [without_timings(json.loads(o["sharpened.json"])) for o in outputs]
+    assert [r["parameters"].pop("nproc") for r in records] == [1, 2]
+    assert records[0] == records[1]
