@@ -95,7 +95,6 @@ def _dual_update(primal: np.ndarray, extrapolated: np.ndarray, dual: np.ndarray,
     and dual = dual_new.
     """
     nx, ny, nz = primal.shape
-    one = np.float32(1.0)
     for i in numba.prange(nx):
         i_after = i + 1 if i < nx - 1 else 0
         for j in range(ny):
