@@ -1,7 +1,7 @@
 """meteor_cctbx: map-enhancement programs for weak signals, a cctbx plugin."""
 from setuptools import find_packages, setup
 
-PROGRAMS = ("diffmap", "phaseboost", "sharpen", "local_scale")
+PROGRAMS = ("diffmap", "phaseboost", "sharpen", "local_scale", "batch")
 
 setup(
     name="meteor_cctbx",
@@ -14,7 +14,8 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["meteor_cctbx", "meteor_cctbx.*"]),
     package_data={"meteor_cctbx": ["phil/*.phil", "examples/*"]},
-    install_requires=["cctbx-base", "numpy", "scipy", "scikit-image", "matplotlib", "numba"],
+    install_requires=["cctbx-base", "numpy", "scipy", "scikit-image", "matplotlib", "numba",
+                      "dask[distributed]", "tqdm"],
     extras_require={"test": ["pytest", "hypothesis"]},
     entry_points={
         "console_scripts": [

@@ -79,26 +79,81 @@ def resolve_files(params, reflection_files: Sequence[str], model_files: Sequence
             "model": None if uses_column_phases and not params.model.file_name else model}
 
 
-def load_difference_inputs(params, files: dict, log) -> DifferenceInputs:
-    """Read and check everything the difference programs need; print the data summary."""
-    arrays_by_file: dict[str, list[miller.array]] = {}
+@dataclass
+class NativeSide:
+    """What every derivative measured against one native shares: the native amplitudes
+    (resolution-cut) and the phases with their scaling reference (F_model or file columns).
+    meteor.batch computes it once and gives it to every dataset's program."""
 
-    def arrays_of(path: str) -> list[miller.array]:
-        if path not in arrays_by_file:
-            arrays_by_file[path] = reflections.read_miller_arrays(path)
-        return arrays_by_file[path]
+    native: miller.array
+    phases: miller.array
+    model_phases: ModelStructureFactors | None
+    phases_summary: dict  # {"model": ...} for model phases, {} for column phases
 
-    def amplitudes(role: str, path: str, labels) -> miller.array:
-        array = reflections.select_amplitudes(arrays_of(path), path, labels, role, log)
-        if array.sigmas() is None and choice(params.kweight.mode) != "none":
+
+class _ArrayReader:
+    """Reads each reflection file once; selects amplitudes and applies the resolution cut."""
+
+    def __init__(self, params, log):
+        self.params, self.log = params, log
+        self.arrays_by_file: dict[str, list[miller.array]] = {}
+
+    def amplitudes(self, role: str, path: str, labels) -> miller.array:
+        if path not in self.arrays_by_file:
+            self.arrays_by_file[path] = reflections.read_miller_arrays(path)
+        array = reflections.select_amplitudes(self.arrays_by_file[path], path, labels, role,
+                                              self.log)
+        if array.sigmas() is None and choice(self.params.kweight.mode) != "none":
             raise Sorry(f"{role} amplitudes {reflections.label_string(array)} in {path} have "
                         f"no sigmas, which k-weighting needs: give F,SIGF labels or set "
                         f"kweight.mode=none.")
-        return reflections.resolution_cut(array, params.d_min, params.d_max, path)
+        return reflections.resolution_cut(array, self.params.d_min, self.params.d_max, path)
 
+
+def native_phases(params, files: dict, native: miller.array, log
+                  ) -> tuple[miller.array, ModelStructureFactors | None, dict]:
+    """Phases for ``native``: from the phase columns, or F_model of the model; logged."""
+    if files["phases"] is not None:
+        phases = reflections.load_phases(files["phases"], params.phases.labels)
+        print(f"  Phases: {files['phases']} labels "
+              f"{','.join(reflections.normalise_labels(params.phases.labels))}", file=log)
+        return phases, None, {}
+    start = time.perf_counter()
+    model = load_model(files["model"], native.crystal_symmetry(),
+                       params.isomorphism.max_cell_difference, log)
+    model_phases = model_structure_factors(model, native, params.model.scattering_table,
+                                           params.model.bulk_solvent)
+    print(f"  Model: {files['model']} ({describe_model(model)}, "
+          f"{params.model.scattering_table} table, bulk solvent "
+          f"{'on' if params.model.bulk_solvent else 'off'}): R(native, F_model) = "
+          f"{model_phases.r_work:.3f}  ({time.perf_counter() - start:.1f} s)", file=log)
+    return model_phases.f_model, model_phases, {"model": model_phases.as_dict()}
+
+
+def load_native_side(params, files: dict, log) -> NativeSide:
+    """Read the native amplitudes and compute their phases (``files`` as from resolve_files;
+    the derivative entry is not used)."""
+    print("Native data:", file=log)
+    native = _ArrayReader(params, log).amplitudes("Native", files["native"],
+                                                  params.native.labels)
+    s = reflections.data_summary(native)
+    print(f"  native {s['space_group']} cell {' '.join(f'{p:.2f}' for p in s['unit_cell'])}  "
+          f"{s['d_max']:.2f}-{s['d_min']:.2f} A  {s['n_reflections']} reflections", file=log)
+    return NativeSide(native, *native_phases(params, files, native, log))
+
+
+def load_difference_inputs(params, files: dict, log, native_side: NativeSide | None = None
+                           ) -> DifferenceInputs:
+    """Read and check everything the difference programs need; print the data summary.
+
+    With ``native_side`` (the same native files and parameters, computed beforehand), the
+    native is not read again and its phases are not recomputed.
+    """
+    reader = _ArrayReader(params, log)
     print("Data:", file=log)
-    derivative = amplitudes("Derivative", files["derivative"], params.derivative.labels)
-    native = amplitudes("Native", files["native"], params.native.labels)
+    derivative = reader.amplitudes("Derivative", files["derivative"], params.derivative.labels)
+    native = (reader.amplitudes("Native", files["native"], params.native.labels)
+              if native_side is None else native_side.native)
     indexing = reflections.match_indexing(
         derivative, native, params.isomorphism.max_cell_difference, files["derivative"],
         files["native"], log)
@@ -111,24 +166,9 @@ def load_difference_inputs(params, files: dict, log) -> DifferenceInputs:
               f"  {s['d_max']:.2f}-{s['d_min']:.2f} A  {s['n_reflections']} reflections  "
               f"completeness {100 * s['completeness']:.1f} %", file=log)
     print(f"  largest cell difference {cell_difference:.2f} %", file=log)
-
-    model_phases = None
-    if files["phases"] is not None:
-        phases = reflections.load_phases(files["phases"], params.phases.labels)
-        print(f"  Phases: {files['phases']} labels "
-              f"{','.join(reflections.normalise_labels(params.phases.labels))}", file=log)
-    else:
-        start = time.perf_counter()
-        model = load_model(files["model"], native.crystal_symmetry(),
-                           params.isomorphism.max_cell_difference, log)
-        model_phases = model_structure_factors(model, native, params.model.scattering_table,
-                                               params.model.bulk_solvent)
-        phases = model_phases.f_model
-        summary["model"] = model_phases.as_dict()
-        print(f"  Model: {files['model']} ({describe_model(model)}, "
-              f"{params.model.scattering_table} table, bulk solvent "
-              f"{'on' if params.model.bulk_solvent else 'off'}): R(native, F_model) = "
-              f"{model_phases.r_work:.3f}  ({time.perf_counter() - start:.1f} s)", file=log)
-    return DifferenceInputs(derivative, native, phases, model_phases,
+    if native_side is None:
+        native_side = NativeSide(native, *native_phases(params, files, native, log))
+    summary.update(native_side.phases_summary)
+    return DifferenceInputs(derivative, native, native_side.phases, native_side.model_phases,
                             {k: (str(Path(v)) if v else None) for k, v in files.items()},
                             summary)

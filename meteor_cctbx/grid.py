@@ -20,6 +20,14 @@ from cctbx import maptbx, miller
 from cctbx.array_family import flex
 
 
+def available_cores() -> int:
+    """The cores this process may use (its CPU affinity)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
 def fft_workers() -> int:
     """Threads for FFTs: the cores this process may use, at most NUMBA_NUM_THREADS.
 
@@ -28,11 +36,7 @@ def fft_workers() -> int:
     """
     import numba
 
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(cores, numba.config.NUMBA_NUM_THREADS))
+    return max(1, min(available_cores(), numba.config.NUMBA_NUM_THREADS))
 
 
 @dataclass(frozen=True)

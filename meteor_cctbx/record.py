@@ -63,8 +63,11 @@ def output_set() -> Iterator[None]:
     Each is written and checked under a temporary name; when the block completes, the previous
     JSON record (the mark of a complete set) is removed and the new files are renamed into
     place, the JSON record last.  If the block fails, no destination is touched and the
-    temporary files are removed.
+    temporary files are removed.  Inside another set, the block's files join that set.
     """
+    if _staged.get() is not None:
+        yield
+        return
     staged: list[tuple[str, Path]] = []
     token = _staged.set(staged)
     try:

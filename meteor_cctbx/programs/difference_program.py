@@ -9,8 +9,8 @@ from libtbx.program_template import ProgramTemplate
 from libtbx.utils import Sorry
 
 from meteor_cctbx import reflections
-from meteor_cctbx.difference_inputs import (DifferenceInputs, load_difference_inputs,
-                                            resolve_files)
+from meteor_cctbx.difference_inputs import (DifferenceInputs, NativeSide,
+                                            load_difference_inputs, resolve_files)
 from meteor_cctbx.record import (check_outputs_writable, output_set, params_as_dict,
                                  software_versions, write_cell_map_ccp4, write_json,
                                  write_map_coefficients_mtz, write_panels_png)
@@ -21,6 +21,7 @@ class DifferenceProgram(ProgramTemplate):
 
     datatypes = ["model", "miller_array", "phil"]
     program_name = "meteor"
+    native_side: NativeSide | None = None  # set by meteor.batch: the native read beforehand
 
     def set_target_output_format(self) -> None:
         """No model is written; iotbx's model-format guess would misread our model scope."""
@@ -46,7 +47,7 @@ class DifferenceProgram(ProgramTemplate):
     def run(self) -> None:
         start = time.perf_counter()
         log = self.logger
-        self.inputs = load_difference_inputs(self.params, self.files, log)
+        self.inputs = load_difference_inputs(self.params, self.files, log, self.native_side)
         self.result = self.compute(self.inputs)
         shells = reflections.isomorphism_shells(self.result.pair.derivative,
                                                 self.result.pair.native,
