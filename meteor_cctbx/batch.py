@@ -22,6 +22,7 @@ import logging
 import os
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -139,16 +140,19 @@ def expand_derivatives(names: Sequence[str]) -> list[str]:
 
 
 def dataset_names(paths: Sequence[str]) -> list[str]:
-    """Folder names for the derivative files: the file stem, or, where stems repeat
+    """Folder names for the derivative files: the file stem, or, for files whose stems repeat
     (dataset_1/final.mtz, dataset_2/final.mtz), the stem with as many parent folders as make
     it unique, joined by '_' (dataset_1_final)."""
     parts = [Path(p).with_suffix("").parts[::-1] for p in paths]
-    depth = 1
+    depth = [1] * len(paths)
     while True:
-        names = ["_".join(reversed(p[:depth])) for p in parts]
-        if len(set(names)) == len(names) or depth > max(map(len, parts)):
+        names = ["_".join(reversed(p[:d])) for p, d in zip(parts, depth)]
+        repeated = {n for n in names if names.count(n) > 1}
+        deeper = [i for i, n in enumerate(names) if n in repeated and depth[i] < len(parts[i])]
+        if not deeper:
             return names
-        depth += 1
+        for i in deeper:
+            depth[i] += 1
 
 
 def file_fingerprint(path: str | None) -> list | None:
@@ -386,10 +390,10 @@ def run_batch(setup: BatchSetup, log) -> BatchResult:
     todo = [task for task in tasks if task.dataset.name not in rows]
     print(f"Datasets: {len(tasks)} ({len(result.reused)} finished earlier, {len(todo)} to "
           f"compute)", file=log)
-    native_side = load_native_side(setup.program_params, setup.files, log)
-    result.native_summary = {"native": reflections.data_summary(native_side.native),
-                             **native_side.phases_summary}
     if todo:
+        native_side = load_native_side(setup.program_params, setup.files, log)
+        result.native_summary = {"native": reflections.data_summary(native_side.native),
+                                 **native_side.phases_summary}
         setup.directory.mkdir(parents=True, exist_ok=True)
         try:
             with dask_client(setup.dask, log) as (client, settings):
@@ -406,14 +410,24 @@ def run_batch(setup: BatchSetup, log) -> BatchResult:
     return result
 
 
+def shared(value):
+    """The value itself: a task whose result every dataset's task reads (compute_on_dask)."""
+    return value
+
+
 def compute_on_dask(client, todo: list[DatasetTask], native_side: NativeSide,
                     rows: dict[str, dict], result: BatchResult, log) -> None:
-    """Submit one task per dataset with the scattered native side; collect rows as they come."""
+    """Submit one task per dataset, all reading one native side; collect the rows."""
     from distributed import as_completed
     from distributed.scheduler import KilledWorker
     from tqdm import tqdm
 
-    native_future = client.scatter(native_side, broadcast=True, hash=False)
+    # The native side travels inside the graph, not by client.scatter: scattered data lost
+    # with a killed worker cannot be recovered, a task's result is recomputed from the graph.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Large object", UserWarning)
+        native_future = client.submit(shared, native_side, pure=False,
+                                      key=f"meteor-batch-native-{os.urandom(4).hex()}")
     futures = {client.submit(run_dataset, task, native_future, pure=False,
                              key=f"meteor-batch-{task.dataset.name}-{os.urandom(4).hex()}"): task
                for task in todo}

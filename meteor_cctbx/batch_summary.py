@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from pathlib import Path
 from typing import Sequence
 
@@ -60,6 +61,21 @@ def summary_panels(rows: Sequence[dict]) -> list[Panel]:
             panels.append(Panel(label, "dataset (row of summary.csv)", column,
                                 list(numbers[keep]), list(values[keep])))
     return panels
+
+
+def previous_record(directory: Path) -> dict | None:
+    """summary.json of an earlier batch in ``directory``: None when absent; ValueError when
+    it is not a meteor.batch summary."""
+    path = directory / "summary.json"
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise ValueError(str(error)) from None
+    if not isinstance(record, dict) or record.get("program") != "meteor.batch":
+        raise ValueError("not written by meteor.batch")
+    return record
 
 
 def write_summary(directory: Path, rows: Sequence[dict], record: dict) -> dict[str, Path]:

@@ -2,7 +2,6 @@
 native, each dataset a Dask task (meteor_cctbx.batch), with a summary of the series."""
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -12,7 +11,7 @@ from libtbx.utils import Sorry
 
 from meteor_cctbx.batch import (BATCH_ROW, PROGRAMS, BatchSetup, Dataset, dataset_names,
                                 expand_derivatives, program_master_phil, quoted, run_batch)
-from meteor_cctbx.batch_summary import write_summary
+from meteor_cctbx.batch_summary import previous_record, write_summary
 from meteor_cctbx.difference_inputs import resolve_files
 from meteor_cctbx.phil import choice, master_phil_str
 from meteor_cctbx.record import params_as_dict, software_versions
@@ -129,14 +128,15 @@ Usage:
     def check_previous_batch(self, directory: Path, parameters: dict) -> None:
         """Sorry if output.directory holds a batch run with other parameters (apart from the
         derivative list and Dask settings), unless output.overwrite=True."""
-        previous = directory / "summary.json"
-        if self.params.output.overwrite or not previous.is_file():
-            return
         try:
-            old = json.loads(previous.read_text())["parameters"]
-        except (OSError, ValueError, KeyError, TypeError):
-            raise Sorry(f"{previous} exists but is not a meteor.batch summary: set "
-                        f"output.overwrite=True or choose another output.directory.") from None
+            previous = previous_record(directory)
+        except ValueError as error:
+            raise Sorry(f"{directory / 'summary.json'} exists but is not a meteor.batch "
+                        f"summary ({error}): set output.overwrite=True or choose another "
+                        f"output.directory.") from None
+        if self.params.output.overwrite or previous is None:
+            return
+        old = previous.get("parameters", {})
         changed = sorted(k for k in set(old) | set(parameters)
                          if old.get(k) != parameters.get(k)
                          and not k.startswith(RESUMABLE_CHANGES))
@@ -153,7 +153,8 @@ Usage:
         result = self.result
         record = {"program": self.program_name, "batch_program": f"meteor.{setup.program}",
                   "parameters": setup.batch_parameters, "files": setup.files,
-                  "data": result.native_summary, "computed": result.computed,
+                  "data": result.native_summary or self.previous_data(setup.directory),
+                  "computed": result.computed,
                   "reused": result.reused, "interrupted": result.interrupted,
                   "dask": vars(result.dask) if result.dask else None,
                   "seconds_total": result.seconds, "versions": software_versions()}
@@ -169,6 +170,14 @@ Usage:
             print(f"Interrupted: {len(setup.datasets) - len(result.rows)} datasets not "
                   f"finished; rerun the same command to compute them.", file=log)
             raise KeyboardInterrupt
+
+    @staticmethod
+    def previous_data(directory: Path) -> dict:
+        """The native's summary from the earlier run (when this one computed nothing)."""
+        try:
+            return (previous_record(directory) or {}).get("data") or {}
+        except ValueError:
+            return {}
 
     def get_results(self):
         return self.result
