@@ -20,6 +20,7 @@ import io
 import json
 import logging
 import os
+import signal
 import threading
 import time
 import warnings
@@ -269,7 +270,8 @@ def run_dataset(task: DatasetTask, native_side: NativeSide) -> dict:
                 log_path = folder / f"{task.prefix}.log"
                 write_bytes(log_path, log.getvalue().encode())
                 outputs = [Path(p).name for p in program.output_paths().values()]
-                write_json(folder / BATCH_ROW, {"row": row, "fingerprint": task.fingerprint,
+                write_json(folder / BATCH_ROW, {"row": row, "columns": list(row),
+                                                "fingerprint": task.fingerprint,
                                                 "outputs": outputs + [log_path.name]})
             return to_jsonable(row)
         except Sorry as error:
@@ -287,7 +289,7 @@ def finished_row(task: DatasetTask) -> dict | None:
         record = json.loads(path.read_text())
         complete = all((task.dataset.folder / name).is_file() for name in record["outputs"])
         if complete and record["fingerprint"] == task.fingerprint:
-            return record["row"]
+            return {name: record["row"][name] for name in record["columns"]}  # in row order
     except (OSError, ValueError, KeyError, TypeError):
         pass
     return None
@@ -301,6 +303,20 @@ class DaskSettings:
     local: bool
     n_workers: int
     threads_per_worker: int | None  # FFT/TV threads of local workers (None: as started)
+
+
+@contextlib.contextmanager
+def sigint_ignored_by_children() -> Iterator[None]:
+    """Processes started in the block ignore SIGINT: Ctrl-C reaches the whole process group,
+    but only this process should act on it (it then stops the local cluster itself)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @contextlib.contextmanager
@@ -331,10 +347,10 @@ def dask_client(dask_params, log) -> Iterator[tuple[object, DaskSettings]]:
     threads = dask_params.threads_per_worker or max(1, cores // n_workers)
     config = {"distributed.scheduler.allowed-failures": dask_params.allowed_failures,
               "distributed.worker.daemon": False}
-    with dask.config.set(config):
+    with dask.config.set(config), sigint_ignored_by_children():
         cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
                                host="127.0.0.1", dashboard_address=None,
-                               silence_logs=logging.ERROR,
+                               silence_logs=logging.CRITICAL,
                                env={"NUMBA_NUM_THREADS": str(threads)})
     try:
         client = Client(cluster)
@@ -401,10 +417,15 @@ def run_batch(setup: BatchSetup, log) -> BatchResult:
                 compute_on_dask(client, todo, native_side, rows, result, log)
         except KeyboardInterrupt:
             result.interrupted = True
-            if result.dask is None or result.dask.local:  # its workers are stopped now
-                for task in todo:
-                    if task.dataset.name not in rows:
-                        remove_temporaries(task.dataset.folder)
+            for task in todo:
+                if task.dataset.name in rows:
+                    continue
+                row = finished_row(task)  # finished while the interrupt was handled
+                if row is not None:
+                    rows[task.dataset.name] = row
+                    result.computed.append(task.dataset.name)
+                elif result.dask is None or result.dask.local:  # its workers are stopped
+                    remove_temporaries(task.dataset.folder)
     result.rows = [rows[t.dataset.name] for t in tasks if t.dataset.name in rows]
     result.seconds = time.perf_counter() - start
     return result

@@ -133,6 +133,7 @@ def test_rerun_recomputes_nothing(series, local_run):
     record = json.loads((local_run.out / "summary.json").read_text())
     assert record["computed"] == [] and record["reused"] == ["occ_0.3", "occ_0.6", "occ_1.0"]
     assert read_csv(local_run.out / "summary.csv") == local_run.rows[:3]
+    assert list(read_csv(local_run.out / "summary.csv")[0]) == list(local_run.rows[0])
     assert record["data"]["native"]["n_reflections"] > 1000  # kept from the first run
 
 
