@@ -376,14 +376,17 @@ class BatchResult:
     seconds: float = 0.0
 
 
+# (column, format) of the log line of a finished dataset, where its row has the column
+LOGGED = (("d_min", "d_min {:.2f} A"), ("riso", "Riso {:.3f}"),
+          ("peak_max_sigma", "peaks {:+.1f}"), ("peak_min_sigma", "/{:+.1f} rms"),
+          ("occupancy", "occupancy {:.2f}"))
+
+
 def describe_row(row: dict) -> str:
     if row["status"] != "ok":
         return f"failed: {row['reason']}"
-    parts = [f"d_min {row['d_min']:.2f} A", f"Riso {row['riso']:.3f}",
-             f"peaks {row['peak_max_sigma']:+.1f}/{row['peak_min_sigma']:+.1f} rms"]
-    if row.get("occupancy") is not None:
-        parts.append(f"occupancy {row['occupancy']:.2f}")
-    return "ok  " + "  ".join(parts)
+    parts = [fmt.format(row[k]) for k, fmt in LOGGED if row.get(k) is not None]
+    return "ok  " + "  ".join(parts).replace("  /", "/")
 
 
 def run_batch(setup: BatchSetup, log) -> BatchResult:

@@ -249,3 +249,39 @@ def test_scheduler_and_workers_as_processes_with_a_killed_worker(series, dask_pr
     assert status == 0, log[-2000:]
     assert (out / "occ_1.0" / "meteor_phaseboost.mtz").read_bytes() == \
         (tmp_path / "meteor_phaseboost.mtz").read_bytes()
+
+
+def test_ctrl_c_leaves_complete_sets_only(series, tmp_path):
+    """SIGINT to the whole process group while datasets are in flight: exit status 130, each
+    dataset folder complete or absent, the summary lists exactly the complete ones, and no
+    worker process is left."""
+    import psutil
+
+    out = tmp_path / "batch"
+    slow = ["tv.mode=fixed", "tv.max_iterations=3000"]  # datasets stay in flight for seconds
+    command = [sys.executable, "-m", "meteor_cctbx.command_line.batch",
+               *batch_args(series, *[f"derivative.file_name={p}" for p in series.derivatives],
+                           "dask.n_workers=2", f"output.directory={out}", *FAST, *slow)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               start_new_session=True, text=True)
+    deadline = time.monotonic() + 90
+    while not (out.exists() and any(out.iterdir())) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    workers = psutil.Process(process.pid).children(recursive=True)
+    assert workers, "no worker processes"
+    os.killpg(process.pid, signal.SIGINT)
+    log, _ = process.communicate(timeout=90)
+    assert process.returncode == 130, log[-3000:]
+    assert "Traceback" not in log and "rerun the same command" in log
+    complete = []
+    for folder in (p for p in out.iterdir() if p.is_dir()):
+        row = json.loads((folder / "batch_row.json").read_text())  # no folder without one
+        assert all((folder / name).is_file() for name in row["outputs"])
+        complete.append(folder.name)
+    assert not list(out.rglob(".*.tmp*"))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["interrupted"] is True
+    assert sorted(row["dataset"] for row in summary["datasets"]) == sorted(complete)
+    assert len(complete) < len(series.derivatives)
+    gone = psutil.wait_procs(workers, timeout=20)[1] == []
+    assert gone, "worker processes left running"
