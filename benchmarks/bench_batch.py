@@ -50,7 +50,8 @@ WORK = Path(__file__).resolve().parent / "_work" / "batch"
 DATA_DIR = Path("/work/shared/data/8a6g")
 
 
-def write_real_series(out: Path, data_dir: Path, n: int, d_min: float) -> tuple[list[Path], Path, Path]:
+def write_real_series(out: Path, data_dir: Path, n: int, d_min: float
+                      ) -> tuple[list[Path], Path, Path]:
     """Native F_off and ``n`` noisy copies of F_on at ``d_min``; returns derivatives, native,
     model."""
     mtz = data_dir / "scaled-test-data.mtz"
@@ -61,7 +62,8 @@ def write_real_series(out: Path, data_dir: Path, n: int, d_min: float) -> tuple[
     for i in range(n):
         rng = np.random.default_rng(i)
         sigmas = light.sigmas().as_numpy_array()
-        data = np.abs(light.data().as_numpy_array() + 0.5 * sigmas * rng.normal(size=sigmas.size))
+        noise = 0.5 * sigmas * rng.normal(size=sigmas.size)
+        data = np.abs(light.data().as_numpy_array() + noise)
         noisy = light.customized_copy(data=flex.double(data),
                                       sigmas=flex.double(sigmas * np.sqrt(1.25)))
         path = out / "derivatives" / f"light_{i + 1:02d}.mtz"

@@ -3,14 +3,14 @@
     from meteor_cctbx.batch import BatchSetup, run_batch
     rows = run_batch(setup, log).rows       # one summary row per dataset, in input order
 
-The native side (native amplitudes, F_model with bulk solvent) is computed once in this process
-and scattered to the workers; each task runs the chosen program (``PROGRAMS``) on one derivative
-with that native side and writes the program's usual outputs, its log and ``batch_row.json``
-(the dataset's summary row and what it was computed from) into the dataset's folder as one
-output set (record.output_set): a folder either holds a complete set or its previous content.
-A folder whose ``batch_row.json`` records the same parameters and input files is finished:
-rerunning skips it.  A dataset that fails is a row with status "failed" and the reason (the
-Sorry), never a failed batch.
+The native side (native amplitudes, F_model with bulk solvent) is computed once in this
+process and shared by all tasks (one task result, recovered if its worker dies); each task
+runs the chosen program (``PROGRAMS``) on one derivative with that native side and writes the
+program's usual outputs, its log and ``batch_row.json`` (the dataset's summary row and what it
+was computed from) into the dataset's folder as one output set (record.output_set): a folder
+either holds a complete set or its previous content.  A folder whose ``batch_row.json``
+records the same parameters and input files is finished: rerunning skips it.  A dataset that
+fails is a row with status "failed" and the reason (the Sorry), never a failed batch.
 """
 from __future__ import annotations
 
