@@ -98,6 +98,10 @@ def test_n_derivatives_give_n_rows_and_a_damaged_file_one_failed_row(series, loc
             "batch_row.json", "meteor_diffmap.json", "meteor_diffmap.log",
             "meteor_diffmap.mtz", "meteor_diffmap.png"]
         assert float(rows[name]["d_min"]) == pytest.approx(3.0, abs=0.01)
+        parameters = json.loads((folder / "meteor_diffmap.json").read_text())["parameters"]
+        assert parameters["kweight.mode"] == "fixed"  # the program's parameters pass through
+        assert parameters["tv.search_range"] == [0.005, 0.2]
+        assert parameters["derivative.file_name"] == str(series.dir / "data" / f"{name}.mtz")
         assert float(rows[name]["peak_max_sigma"]) > 5  # the ligand stands out
     # more ligand, larger isomorphous difference
     riso = [float(rows[name]["riso"]) for name in ("occ_0.3", "occ_0.6", "occ_1.0")]
