@@ -278,6 +278,9 @@ class Panel:
     chosen: float | None = None
     log_x: bool = False
     extra_curves: list[tuple[str, Sequence[float], Sequence[float]]] = field(default_factory=list)
+    secondary: tuple[str, Sequence[float]] | None = None  # (label, y) on a right-hand axis
+    log_y: bool = False
+    hlines: list[tuple[float, str]] = field(default_factory=list)  # (y, label), e.g. a tolerance
 
 
 def write_panels_png(path: str | os.PathLike, panels: Sequence[Panel], title: str = "") -> None:
@@ -288,18 +291,34 @@ def write_panels_png(path: str | os.PathLike, panels: Sequence[Panel], title: st
     import matplotlib.pyplot as plt
 
     n = max(len(panels), 1)
-    fig, axes = plt.subplots(1, n, figsize=(4.5 * n, 3.6), squeeze=False)
-    for ax, panel in zip(axes[0], panels):
+    columns = min(n, 2)
+    rows = -(-n // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(5.2 * columns, 3.9 * rows), squeeze=False)
+    for ax in axes.ravel()[n:]:
+        ax.set_visible(False)
+    for ax, panel in zip(axes.ravel(), panels):
         order = np.argsort(np.asarray(panel.x, dtype=float)) if len(panel.x) else []
         x = np.asarray(panel.x, dtype=float)[order] if len(panel.x) else []
         y = np.asarray(panel.y, dtype=float)[order] if len(panel.y) else []
-        ax.plot(x, y, "o-", ms=3, lw=1)
+        ax.plot(x, y, "o-", ms=3, lw=1, color="tab:blue", label=panel.ylabel)
         for label, ex, ey in panel.extra_curves:
             ax.plot(ex, ey, "-", lw=1, label=label)
-        if panel.extra_curves:
-            ax.legend(fontsize=7)
+        for level, label in panel.hlines:
+            ax.axhline(level, color="grey", lw=1, ls=":", label=label)
+        if panel.secondary is not None and len(x):
+            label, values = panel.secondary
+            twin = ax.twinx()
+            twin.plot(x, np.asarray(values, dtype=float)[order], "s--", ms=2.5, lw=0.8,
+                      color="tab:orange", label=label)
+            twin.set_ylabel(label, color="tab:orange")
+            twin.tick_params(axis="y", colors="tab:orange")
         if panel.chosen is not None:
-            ax.axvline(panel.chosen, color="tab:red", lw=1, ls="--")
+            ax.axvline(panel.chosen, color="tab:red", lw=1, ls="--",
+                       label=f"chosen {panel.chosen:.3g}")
+        if panel.log_y and len(y) and np.all(y > 0):
+            ax.set_yscale("log")
+        if panel.chosen is not None or panel.extra_curves or panel.hlines:
+            ax.legend(fontsize=7, loc="best")
         positive = [v for v in x if v > 0]
         if panel.log_x and positive:
             ax.set_xscale("symlog", linthresh=min(positive))

@@ -69,7 +69,8 @@ def test_stops_at_max_iterations(example, example_f_model):
 
 
 def test_stops_when_negentropy_decreases(example, example_f_model):
-    result = run_loop(example, example_f_model, convergence_tolerance=0.0, max_iterations=60)
+    result = run_loop(example, example_f_model, convergence_tolerance=0.0, max_iterations=60,
+                      tv_criterion="negentropy")
     assert result.stop_reason == STOP_NEGENTROPY
     negentropies = [i.negentropy for i in result.iterations]
     assert negentropies == sorted(negentropies)  # only increasing steps were kept

@@ -6,7 +6,7 @@ from meteor_cctbx.difference_inputs import DifferenceInputs
 from meteor_cctbx.phaseboost import PhaseboostResult, compute_phaseboost
 from meteor_cctbx.phil import master_phil_str
 from meteor_cctbx.programs.difference_program import DifferenceProgram
-from meteor_cctbx.programs.diffmap import scan_panel
+from meteor_cctbx.programs.diffmap import difference_panels, scan_panel
 from meteor_cctbx.record import Panel
 
 
@@ -37,9 +37,14 @@ Usage:
     def plot_panels(self) -> list[Panel]:
         iterations = self.result.iterations
         numbers = [i.iteration for i in iterations]
-        return [Panel("Phase retrieval", "iteration", "negentropy after TV", numbers,
-                      [i.negentropy for i in iterations]),
-                Panel("Phase retrieval", "iteration", "mean phase change (deg)", numbers,
-                      [i.phase_change for i in iterations]),
-                scan_panel(self.result.kweight_scan, "final k-weighting", "k"),
-                scan_panel(self.result.tv_scan, "final TV denoising", "TV weight", log_x=True)]
+        tolerance = self.params.phaseboost.convergence_tolerance
+        return [Panel(f"Phase retrieval: {self.result.stop_reason}", "iteration",
+                      "mean phase change (deg)", numbers, [i.phase_change for i in iterations],
+                      log_y=True, hlines=[(tolerance, f"tolerance {tolerance:g} deg")]
+                      if tolerance > 0 else [],
+                      secondary=("negentropy after TV", [i.negentropy for i in iterations])),
+                *difference_panels(self.result, "final "),
+                scan_panel(self.result.loop_tv_scan, "loop TV weight (before scaling)",
+                           "TV weight / map rms", "validation",
+                           self.result.loop_tv_scan.best.parameter
+                           if self.result.loop_tv_scan else None, log_x=True)]
