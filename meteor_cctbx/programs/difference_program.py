@@ -11,6 +11,7 @@ from libtbx.utils import Sorry
 from meteor_cctbx import reflections
 from meteor_cctbx.difference_inputs import (DifferenceInputs, load_difference_inputs,
                                             resolve_files)
+from meteor_cctbx.phil import refuse_unused_template_output
 from meteor_cctbx.record import (check_outputs_writable, output_set, params_as_dict,
                                  software_versions, write_cell_map_ccp4, write_json,
                                  write_map_coefficients_mtz, write_panels_png)
@@ -26,6 +27,7 @@ class DifferenceProgram(ProgramTemplate):
         """No model is written; iotbx's model-format guess would misread our model scope."""
 
     def validate(self) -> None:
+        refuse_unused_template_output(self.params, self.program_name)
         self.files = resolve_files(self.params, self.data_manager.get_miller_array_names(),
                                    self.data_manager.get_model_names())
         if self.params.d_min and self.params.d_max and self.params.d_min >= self.params.d_max:

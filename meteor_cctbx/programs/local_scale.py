@@ -13,7 +13,7 @@ from libtbx.program_template import ProgramTemplate
 from libtbx.utils import Sorry, null_out
 
 from meteor_cctbx import local_scale
-from meteor_cctbx.phil import master_phil_str
+from meteor_cctbx.phil import master_phil_str, refuse_unused_template_output
 from meteor_cctbx.record import (atomic_path, check_outputs_writable, params_as_dict,
                                  software_versions, write_bytes, write_json, write_with)
 
@@ -49,7 +49,7 @@ Inputs: a CCP4/MRC map of any box shape, and optionally a solvent-definition mas
 grid; or MTZ map coefficients (input.labels=FWT,PHWT when the file holds several), treated as
 a periodic unit cell.
 
-Outputs (prefix output.prefix, default the input's name): <prefix>_scale.mrc,
+Outputs (prefix output.prefix, default meteor_local_scale): <prefix>_scale.mrc,
 <prefix>_confidence.mrc, <prefix>_<mode>.mrc when modified (modify.mode, solvent.exclude),
 <prefix>_input.mrc for MTZ input, <prefix>.cxc (ChimeraX: the input coloured by scale),
 <prefix>.png (histogram, solvent fit, confidence), <prefix>.json (run record).
@@ -65,6 +65,7 @@ Usage:
 
     # ------------------------------------------------------------------------------------------
     def validate(self):
+        refuse_unused_template_output(self.params, self.program_name)
         self.inputs = self.read_inputs()
         self.geometry = local_scale.GridGeometry.from_map_manager(self.inputs.map)
         local_scale.check_settings(self.params, self.geometry)
@@ -149,7 +150,9 @@ Usage:
 
     def output_paths(self) -> dict[str, Path]:
         """{role: path} of every file this run writes."""
-        prefix = self.params.output.prefix or self.inputs.source.stem
+        prefix = self.params.output.prefix
+        if not prefix:
+            raise Sorry("output.prefix is empty: give a name for the output files.")
         paths = {"scale": Path(f"{prefix}_scale.mrc"),
                  "confidence": Path(f"{prefix}_confidence.mrc")}
         if self.params.modify.mode != "none" or self.params.solvent.exclude:

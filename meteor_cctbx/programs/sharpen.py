@@ -15,7 +15,7 @@ from libtbx.utils import Sorry
 
 from meteor_cctbx import sharpen
 from meteor_cctbx.file_checks import check_input_file
-from meteor_cctbx.phil import master_phil_str
+from meteor_cctbx.phil import master_phil_str, refuse_unused_template_output
 from meteor_cctbx.record import (Panel, check_outputs_writable, output_set, params_as_dict,
                                  software_versions, write_json, write_map_coefficients_mtz,
                                  write_map_manager, write_panels_png)
@@ -42,7 +42,7 @@ for model sharpening; resolution=<A> unless it follows from the half maps or the
 
 Outputs: <prefix>.ccp4 (sharpened map on the input grid and origin), <prefix>.mtz (its map
 coefficients FWT/PHWT), <prefix>.json (run record), <prefix>.png (score against B, half-map
-FSC, applied scale against resolution).  output.prefix defaults to "sharpened".
+FSC, applied scale against resolution).  output.prefix defaults to "meteor_sharpen".
 
 Examples:
   meteor.sharpen map.ccp4 resolution=3.2
@@ -58,6 +58,7 @@ Examples:
 
     def validate(self):
         p = self.params
+        refuse_unused_template_output(p, "meteor.sharpen")
         for path in [p.map_model.full_map, p.map_model.model, *p.map_model.half_map]:
             if path:
                 check_input_file(path)

@@ -1,0 +1,128 @@
+"""What a new user trips over (issue 12): programs run one after another in one folder, phase
+columns, options that did nothing, --show-defaults as a documented .eff, ChimeraX scripts in
+a busy session, CCP4 conventions in the MTZ, the run record, the log's order."""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import iotbx.mtz
+import iotbx.phil
+import numpy as np
+import pytest
+
+from meteor_cctbx.command_line import MeteorParser
+from meteor_cctbx.phil import UNUSED_TEMPLATE_OUTPUT, default_params
+from meteor_cctbx.programs import diffmap, local_scale, phaseboost, sharpen
+from meteor_cctbx.record import write_map_coefficients_mtz
+
+from helpers import assert_one_line_sorry, mtz_arrays, run_program
+
+PROGRAMS = {"diffmap": diffmap.Program, "phaseboost": phaseboost.Program,
+            "sharpen": sharpen.Program, "local_scale": local_scale.Program}
+FAST = ["kweight.mode=fixed", "tv.mode=fixed"]
+
+
+def example_inputs(example) -> list[str]:
+    return [str(example.dir / name) for name in ("derivative.mtz", "native.mtz", "model.pdb")]
+
+
+# 2. default outputs ---------------------------------------------------------------------------
+
+def test_every_program_has_its_own_default_prefix():
+    prefixes = {name: default_params(name).output.prefix for name in PROGRAMS}
+    assert prefixes == {name: f"meteor_{name}" for name in PROGRAMS}
+
+
+def test_local_scale_of_a_diffmap_map_in_the_same_folder(example, in_tmp, capsys):
+    """The issue's sequence: diffmap with output.map=True, then local_scale on its map, both
+    with default outputs: no collision, and diffmap's record is untouched."""
+    status, _, err = run_program(diffmap.Program, example_inputs(example) + FAST
+                                 + ["output.map=True"], capsys)
+    assert status == 0, err
+    record = (in_tmp / "meteor_diffmap.json").read_bytes()
+    status, _, err = run_program(local_scale.Program, ["meteor_diffmap.ccp4"], capsys)
+    assert status == 0, err
+    assert (in_tmp / "meteor_local_scale_scale.mrc").exists()
+    assert (in_tmp / "meteor_diffmap.json").read_bytes() == record
+
+
+# 3. a phase column alone --------------------------------------------------------------------
+
+def test_phase_column_alone_does_not_bring_its_amplitudes(example, example_f_model, in_tmp,
+                                                          capsys):
+    """phases.labels=PHIC uses the phases only and scales the derivative to the native;
+    phases.labels=FC,PHIC scales both to FC (here 3 x F_model, so the scales differ)."""
+    write_map_coefficients_mtz(in_tmp / "refine.mtz", [(example_f_model * 3, "FC", "PHIC")])
+    records = {}
+    for labels in ("PHIC", "FC,PHIC"):
+        prefix = labels.replace(",", "_")
+        status, out, err = run_program(
+            diffmap.Program, example_inputs(example)[:2] + FAST + [
+                "phases.file_name=refine.mtz", f"phases.labels={labels}",
+                f"output.prefix={prefix}"], capsys)
+        assert status == 0, err
+        records[labels] = json.loads((in_tmp / f"{prefix}.json").read_text())
+        if labels == "PHIC":
+            assert "phases only: the derivative is scaled to the native" in out
+    phase_only = records["PHIC"]["result"]["scaling"]
+    with_amplitudes = records["FC,PHIC"]["result"]["scaling"]
+    assert phase_only["native"]["mode"] == "none" and phase_only["native"]["k"] == 1
+    assert with_amplitudes["native"]["mode"] == "anisotropic"
+    assert with_amplitudes["native"]["k"] == pytest.approx(3, rel=0.05)
+    a = mtz_arrays(in_tmp / "PHIC.mtz")["DELFWT,PHDELWT"].data().as_numpy_array()
+    b = mtz_arrays(in_tmp / "FC_PHIC.mtz")["DELFWT,PHDELWT"].data().as_numpy_array()
+    assert not np.allclose(a, b)
+    # phases alone: the difference stays on the native's scale, not on FC's
+    assert np.isclose(np.abs(a).mean() / np.abs(b).mean(),
+                      1 / with_amplitudes["native"]["k"], rtol=0.1)
+
+
+# 4. options that did nothing ----------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["diffmap", "sharpen", "local_scale"])
+def test_unused_template_output_options_are_gone(name, capsys):
+    status, out, _ = run_program(PROGRAMS[name], ["--show-defaults"], capsys)
+    assert status == 0
+    output_scope = re.search(r"^output \{(.*?)^\}", out, re.M | re.S).group(1)
+    assert "prefix =" in output_scope and "overwrite =" in output_scope
+    for option in UNUSED_TEMPLATE_OUTPUT:
+        assert f"{option} =" not in output_scope, option
+    status, _, err = run_program(PROGRAMS[name], ["output.file_name=x.mtz"], capsys)
+    assert_one_line_sorry(status, err, "Unknown parameter", "output.file_name")
+
+
+def test_unused_template_output_options_are_refused_through_iotbx(example, in_tmp, capsys):
+    """Through iotbx's own parser (pipelines), where libtbx adds them, setting one is an
+    error rather than silently ignored."""
+    from iotbx.cli_parser import run_program as iotbx_run_program
+    from libtbx.utils import Sorry
+
+    with pytest.raises(Sorry, match="output.serial=3 is not used by meteor.diffmap"):
+        iotbx_run_program(program_class=diffmap.Program,
+                          args=example_inputs(example) + FAST + ["output.serial=3"])
+    assert not list(in_tmp.iterdir())
+
+
+# 5. --show-defaults is a documented .eff ----------------------------------------------------
+
+@pytest.mark.parametrize("name", sorted(PROGRAMS))
+def test_show_defaults_is_an_editable_documented_eff(name, capsys):
+    status, out, _ = run_program(PROGRAMS[name], ["--show-defaults"], capsys)
+    assert status == 0
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if re.match(r"^[a-z_]+ (=|\{)", line))
+    eff = "\n".join(lines[start:])
+    parameters = [i for i, line in enumerate(lines) if re.match(r"^\s*[a-z_0-9]+ = ", line)]
+    undocumented = [lines[i] for i in parameters if ".help" not in lines[i + 1]]
+    assert not undocumented
+    helps = re.findall(r'\.help = ((?:"[^"]*"\s*)+)', eff)
+    text = " ".join(" ".join(re.findall(r'"([^"]*)"', h)) for h in helps)
+    assert "  " not in text, re.findall(r".{30}  .{10}", text)[:3]
+    parser = MeteorParser(PROGRAMS[name])
+    user = iotbx.phil.parse(eff)
+    _, unused = parser.master_phil.fetch(source=user, track_unused_definitions=True)
+    assert unused == []
+    assert parser.master_phil.fetch_diff(source=user).as_str().strip() == ""
