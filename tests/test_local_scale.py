@@ -7,6 +7,7 @@ full copy.
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -412,12 +413,12 @@ def test_program_writes_every_output_on_the_input_grid(box_map, synthetic, capsy
     assert "numpy" in record["versions"]
 
     script = Path(f"{prefix}.cxc").read_text()
-    opened = [line.split(" ", 1)[1].strip('"') for line in script.splitlines()
-              if line.startswith("open ")]
+    opened = [shlex.split(line)[1] for line in script.splitlines() if line.startswith("open ")]
     assert [(prefix.parent / name).resolve() for name in opened] == [
         (directory / "two copies.mrc").resolve(), Path(f"{prefix}_scale.mrc").resolve(),
         Path(f"{prefix}_amplify.mrc").resolve()]
-    assert "color sample #1 map #2" in script and "volume #3 hide" in script
+    assert ('color sample ##name="run_input" map ##name="run_scale"' in script
+            and 'volume ##name="run_modified" hide' in script)
 
 
 def test_program_refuses_to_overwrite_and_bad_inputs_write_nothing(box_map, tmp_path,

@@ -4,7 +4,9 @@ a busy session, CCP4 conventions in the MTZ, the run record, the log's order."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import shlex
 import subprocess
 import sys
 
@@ -36,17 +38,58 @@ def test_every_program_has_its_own_default_prefix():
     assert prefixes == {name: f"meteor_{name}" for name in PROGRAMS}
 
 
-def test_local_scale_of_a_diffmap_map_in_the_same_folder(example, in_tmp, capsys):
-    """The issue's sequence: diffmap with output.map=True, then local_scale on its map, both
-    with default outputs: no collision, and diffmap's record is untouched."""
-    status, _, err = run_program(diffmap.Program, example_inputs(example) + FAST
-                                 + ["output.map=True"], capsys)
-    assert status == 0, err
-    record = (in_tmp / "meteor_diffmap.json").read_bytes()
-    status, _, err = run_program(local_scale.Program, ["meteor_diffmap.ccp4"], capsys)
-    assert status == 0, err
-    assert (in_tmp / "meteor_local_scale_scale.mrc").exists()
-    assert (in_tmp / "meteor_diffmap.json").read_bytes() == record
+@pytest.fixture(scope="module")
+def diffmap_then_local_scale(example, tmp_path_factory):
+    """The issue's sequence in one folder, default outputs: diffmap with output.map=True,
+    then local_scale on its map.  Returns (folder, statuses, diffmap's record before)."""
+    from meteor_cctbx.command_line import run_as_command
+
+    folder = tmp_path_factory.mktemp("one_folder")
+    here = os.getcwd()
+    os.chdir(folder)
+    try:
+        first = run_as_command(diffmap.Program, example_inputs(example) + FAST
+                               + ["output.map=True"])
+        record = (folder / "meteor_diffmap.json").read_bytes()
+        second = run_as_command(local_scale.Program, ["meteor_diffmap.ccp4"])
+    finally:
+        os.chdir(here)
+    return folder, (first, second), record
+
+
+def test_local_scale_of_a_diffmap_map_in_the_same_folder(diffmap_then_local_scale):
+    """No collision, and diffmap's record is untouched."""
+    folder, statuses, record = diffmap_then_local_scale
+    assert statuses == (0, 0)
+    assert (folder / "meteor_local_scale_scale.mrc").exists()
+    assert (folder / "meteor_diffmap.json").read_bytes() == record
+
+
+# 6. ChimeraX script in a session with models already open -----------------------------------
+
+def test_chimerax_script_names_its_models(diffmap_then_local_scale):
+    """Each map is opened under a model name of its own and every command addresses models
+    by those names, never by a model number that another open model may hold."""
+    folder, _, _ = diffmap_then_local_scale
+    commands = [shlex.split(line) for line in
+                (folder / "meteor_local_scale.cxc").read_text().splitlines()
+                if line.strip() and not line.startswith("#")]
+    opened = {}
+    for words in commands:
+        if words[0] == "open":
+            assert words[2] == "name", words
+            opened[words[3]] = (folder / words[1]).resolve()
+    assert opened == {"meteor_local_scale_input": (folder / "meteor_diffmap.ccp4").resolve(),
+                      "meteor_local_scale_scale": (folder / "meteor_local_scale_scale.mrc"
+                                                   ).resolve()}
+    text = "\n".join(" ".join(w) for w in commands if w[0] != "open")
+    numbered = [w for words in commands if words[0] not in ("open", "key")  # key: colours
+                for w in words if re.match(r"#\d", w)]
+    assert not numbered, "a command addresses a model by number"
+    used = set(re.findall(r'##name=(\S+)', text))
+    assert used == set(opened)
+    assert "color sample ##name=meteor_local_scale_input map ##name=meteor_local_scale_scale" \
+        in text
 
 
 # 3. a phase column alone --------------------------------------------------------------------

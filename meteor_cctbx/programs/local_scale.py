@@ -3,6 +3,7 @@ confidence and confidence-weighted modification of partial scales."""
 from __future__ import annotations
 
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -208,30 +209,36 @@ Usage:
     def chimerax_script(self) -> str:
         """ChimeraX commands: the input coloured by scale with a key; other maps hidden.
 
-        ChimeraX runs a .cxc file from its own directory, so paths are relative to it.
+        Works in a session that already holds models: each map is opened with its own model
+        name (open's ``name`` option) and every later command picks it by that name
+        (``##name="..."``, a model-attribute specifier), never by a model number.  ChimeraX
+        runs a .cxc file from its own directory, so paths are relative to it.
         """
         directory = self.outputs["chimerax"].parent.resolve()
 
         def quoted(path: Path) -> str:
             return '"' + os.path.relpath(Path(path).resolve(), directory) + '"'
 
-        shown = self.outputs.get("input_map", self.inputs.source)
+        stem = re.sub(r"[^A-Za-z0-9_.+-]", "_", self.outputs["chimerax"].stem)
+        roles = {"input": self.outputs.get("input_map", self.inputs.source),
+                 "scale": self.outputs["scale"], "modified": self.outputs.get("modified")}
+        names = {role: f"{stem}_{role}" for role, path in roles.items() if path is not None}
+        spec = {role: f'##name="{name}"' for role, name in names.items()}
         stops = np.linspace(0, 1, len(SCALE_COLOURS))
         palette = ":".join(f"{s:g},{c}" for s, c in zip(stops, SCALE_COLOURS))
         key = " ".join(f"{c}:{s:g}" if s in (0, 0.5, 1) else f"{c}:"
                        for s, c in zip(stops, SCALE_COLOURS))
-        lines = [f"# meteor.local_scale: {shown} coloured by local scale (0-1)",
-                 f"open {quoted(shown)}",
-                 f"open {quoted(self.outputs['scale'])}"]
-        if "modified" in self.outputs:
-            lines.append(f"open {quoted(self.outputs['modified'])}")
-        lines += ["volume #1 style surface",
-                  "volume #2 hide",
-                  f"color sample #1 map #2 palette {palette} range 0,1",
+        lines = [f"# meteor.local_scale: {roles['input']} coloured by local scale (0-1)"]
+        lines += [f"open {quoted(roles[role])} name {name}"
+                  for role, name in names.items()]
+        lines += [f"volume {spec['input']} style surface",
+                  f"volume {spec['scale']} hide",
+                  f"color sample {spec['input']} map {spec['scale']} palette {palette} "
+                  f"range 0,1",
                   f"key {key} pos 0.72,0.06 size 0.25,0.03",
                   "2dlabels text \"local scale\" xpos 0.72 ypos 0.1 size 16"]
-        if "modified" in self.outputs:
-            lines.append("volume #3 hide")
+        if "modified" in names:
+            lines.append(f"volume {spec['modified']} hide")
         return "\n".join(lines) + "\n"
 
     def write_plot(self) -> None:
