@@ -283,6 +283,25 @@ def load_phases(path: str | os.PathLike, labels: Sequence[str] | str) -> miller.
                 f"a phase column (PHI...) or an amplitude,phase pair (FC,PHIC).")
 
 
+def mtz_dataset_names(path: str | os.PathLike, labels: Sequence[str] | str | None = None
+                      ) -> tuple[str, str, str, float] | None:
+    """(project, crystal, dataset, wavelength in A) of the MTZ dataset holding the first of
+    ``labels`` (without labels: the first dataset with columns); None for other formats."""
+    import iotbx.mtz
+
+    if not is_mtz(path):
+        return None
+    wanted = normalise_labels(labels)[:1]
+    for crystal in iotbx.mtz.object(str(path)).crystals():
+        for dataset in crystal.datasets():
+            columns = [c.label() for c in dataset.columns()]
+            if [c for c in columns if c not in ("H", "K", "L")] and (
+                    not wanted or wanted[0] in columns):
+                return (crystal.project_name(), crystal.name(), dataset.name(),
+                        dataset.wavelength())
+    return None
+
+
 def unit_phases(coefficients: miller.array) -> miller.array:
     """exp(i phi) of complex coefficients: their phases without their amplitudes."""
     values = coefficients.data().as_numpy_array()

@@ -169,3 +169,100 @@ def test_show_defaults_is_an_editable_documented_eff(name, capsys):
     _, unused = parser.master_phil.fetch(source=user, track_unused_definitions=True)
     assert unused == []
     assert parser.master_phil.fetch_diff(source=user).as_str().strip() == ""
+
+
+# 7. CCP4 conventions in the MTZ; what the JSON records ----------------------------------------
+
+@pytest.fixture(scope="module")
+def named_run(example, tmp_path_factory):
+    """diffmap on inputs whose MTZ headers name project, crystal and dataset; no scaling and
+    fixed k, so that SIGDF can be checked against the input sigmas."""
+    from meteor_cctbx.command_line import run_as_command
+
+    folder = tmp_path_factory.mktemp("named")
+    for role, dataset in (("derivative", "ligand"), ("native", "apo")):
+        array = getattr(example.pair, role)
+        array.as_mtz_dataset(column_root_label="F", project_name="soak",
+                             crystal_name="lysozyme", dataset_name=dataset,
+                             wavelength=0.9793).mtz_object().write(str(folder / f"{role}.mtz"))
+    (folder / "model.pdb").write_bytes((example.dir / "model.pdb").read_bytes())
+    args = ["derivative.mtz", "native.mtz", "model.pdb", "scaling.mode=none",
+            "kweight.mode=fixed", "kweight.k_parameter=0.5", "tv.mode=fixed"]
+    here = os.getcwd()
+    os.chdir(folder)
+    try:
+        status = run_as_command(diffmap.Program, args)
+    finally:
+        os.chdir(here)
+    assert status == 0
+    return folder, args
+
+
+def test_mtz_has_title_names_from_inputs_and_sigdf(named_run, example):
+    folder, _ = named_run
+    mtz = iotbx.mtz.object(str(folder / "meteor_diffmap.mtz"))
+    assert mtz.title().startswith("meteor.diffmap difference map ligand_minus_apo")
+    (crystal,) = [c for c in mtz.crystals() if c.name() != "HKL_base"]
+    (dataset,) = crystal.datasets()
+    assert (crystal.project_name(), crystal.name(), dataset.name()) == \
+        ("soak", "lysozyme", "ligand_minus_apo")
+    assert dataset.wavelength() == pytest.approx(0.9793, abs=1e-4)
+    types = {c.label(): c.type() for c in dataset.columns()}
+    assert (types["DF"], types["PHIDF"], types["SIGDF"]) == ("F", "P", "Q")
+    arrays = mtz_arrays(folder / "meteor_diffmap.mtz")
+    raw, weighted, sigdf = arrays["DF_RAW,PHIDF_RAW"], arrays["DF,PHIDF"], arrays["SIGDF"]
+    # SIGDF = w sigma_D with the map's k-weights w, computed here from the inputs alone
+    derivative, native = example.pair.derivative.common_sets(example.pair.native)
+    derivative, raw = derivative.common_sets(raw)
+    native, _ = native.common_sets(raw)
+    weighted, _ = weighted.common_sets(raw)
+    sigdf, _ = sigdf.common_sets(raw)
+    sigma_d = np.hypot(derivative.sigmas().as_numpy_array(), native.sigmas().as_numpy_array())
+    delta_sq = np.abs(raw.data().as_numpy_array()) ** 2
+    w = 1 / (1 + sigma_d ** 2 / np.mean(sigma_d ** 2) + 0.5 * delta_sq / delta_sq.mean())
+    w /= w.mean()
+    assert np.allclose(sigdf.data().as_numpy_array(), w * sigma_d, rtol=1e-4)
+    assert np.allclose(weighted.data().as_numpy_array(), w * raw.data().as_numpy_array(),
+                       rtol=1e-4, atol=1e-4)
+
+
+def test_json_records_command_line_date_input_files_and_versions(named_run):
+    import datetime
+    import hashlib
+    from importlib import metadata
+
+    folder, args = named_run
+    record = json.loads((folder / "meteor_diffmap.json").read_text())
+    run = record["run"]
+    assert run["command_line"] == "meteor.diffmap " + " ".join(args)
+    age = datetime.datetime.now(datetime.timezone.utc) - \
+        datetime.datetime.fromisoformat(run["date"])
+    assert datetime.timedelta(0) <= age < datetime.timedelta(minutes=30)
+    assert run["working_directory"] == str(folder)
+    assert [f["path"] for f in run["input_files"]] == args[:3]
+    for entry in run["input_files"]:
+        data = (folder / entry["path"]).read_bytes()
+        assert entry["bytes"] == len(data)
+        assert entry["sha256"] == hashlib.sha256(data).hexdigest()
+    for package in ("numba", "matplotlib", "numpy", "scipy", "scikit-image", "cctbx-base"):
+        assert record["versions"][package] == metadata.version(package)
+
+
+@pytest.mark.parametrize("name", ["sharpen", "local_scale"])
+def test_every_program_records_its_run(name, diffmap_then_local_scale, tmp_path, capsys,
+                                       monkeypatch):
+    folder, _, _ = diffmap_then_local_scale
+    monkeypatch.chdir(tmp_path)
+    map_file = str(folder / "meteor_diffmap.ccp4")
+    args = [map_file, "resolution=2", "sharpening.b_sharpen=20"] if name == "sharpen" \
+        else [map_file]
+    status, _, err = run_program(PROGRAMS[name], args, capsys)
+    assert status == 0, err
+    record = json.loads((tmp_path / f"meteor_{name}.json").read_text())
+    assert record["run"]["command_line"] == f"meteor.{name} " + " ".join(args)
+    assert [f["path"] for f in record["run"]["input_files"]] == [map_file]
+    assert "numba" in record["versions"] and "matplotlib" in record["versions"]
+    if name == "sharpen":
+        mtz = iotbx.mtz.object(str(tmp_path / "meteor_sharpen.mtz"))
+        assert mtz.title().startswith("meteor.sharpen b_factor: effective B")
+        assert [d.name() for c in mtz.crystals() for d in c.datasets()][-1] == "sharpened"

@@ -86,7 +86,11 @@ class MeteorParser(CCTBXParser):
 
 def run_as_command(program_class, args: Sequence[str] | None = None) -> int:
     """Run ``program_class`` on command-line ``args``; return the process exit status."""
+    from meteor_cctbx.record import COMMAND_LINE
+
     args = list(sys.argv[1:] if args is None else args)
+    program = "meteor." + program_class.__module__.rsplit(".", 1)[-1]  # programs/<name>.py
+    token = COMMAND_LINE.set([program, *map(str, args)])
     try:
         run_program(program_class=program_class, args=args, parser_class=MeteorParser,
                     custom_process_arguments=explain_unrecognised_arguments)
@@ -99,6 +103,8 @@ def run_as_command(program_class, args: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("Interrupted: no output was written past the last completed file.", file=sys.stderr)
         return 130
+    finally:
+        COMMAND_LINE.reset(token)
     return 0
 
 

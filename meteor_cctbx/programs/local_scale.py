@@ -16,7 +16,8 @@ from libtbx.utils import Sorry, null_out
 from meteor_cctbx import local_scale
 from meteor_cctbx.phil import master_phil_str, refuse_unused_template_output
 from meteor_cctbx.record import (atomic_path, check_outputs_writable, params_as_dict,
-                                 software_versions, write_bytes, write_json, write_with)
+                                 run_context, software_versions, write_bytes, write_json,
+                                 write_with)
 
 #: ChimeraX colours of the scale, 0 to 1 (viridis stops).
 SCALE_COLOURS = ("#440154", "#3b528b", "#21918c", "#5ec962", "#fde725")
@@ -301,6 +302,7 @@ Usage:
                      "voxel_size_A": self.geometry.pixel_sizes,
                      "periodic": self.geometry.periodic},
             "parameters": params_as_dict(self.params),
+            "run": run_context([self.inputs.source, self.inputs.mask_source]),
             "levels": self.result.levels,
             "timings_s": self.result.timings,
             "outputs": {role: str(path) for role, path in self.outputs.items()},
