@@ -255,7 +255,7 @@ def test_solvent_fit_recovers_a_known_solvent_peak(use_mask):
     model = ls.fit_solvent(values, is_solvent if use_mask else None)
     assert model.mean == pytest.approx(0.1, abs=0.002)
     assert model.sigma == pytest.approx(0.02, rel=0.05)
-    assert model.solvent_fraction == pytest.approx(0.6, abs=0.03)
+    assert model.peak_share == pytest.approx(0.6, abs=0.03)
     confidence = model.confidence_of(values)
     assert np.mean(confidence[is_solvent] > 0.5) < 0.02
     assert np.mean(confidence[~is_solvent & (values > 0.2)] > 0.9) > 0.95

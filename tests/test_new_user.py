@@ -266,3 +266,72 @@ def test_every_program_records_its_run(name, diffmap_then_local_scale, tmp_path,
         mtz = iotbx.mtz.object(str(tmp_path / "meteor_sharpen.mtz"))
         assert mtz.title().startswith("meteor.sharpen b_factor: effective B")
         assert [d.name() for c in mtz.crystals() for d in c.datasets()][-1] == "sharpened"
+
+
+# 8. the log's order; one solvent fraction -----------------------------------------------------
+
+def test_isomorphism_report_comes_right_after_scaling(example, in_tmp, capsys):
+    status, out, err = run_program(diffmap.Program, example_inputs(example) + FAST, capsys)
+    assert status == 0, err
+    lines = out.splitlines()
+
+    def first(text: str) -> int:
+        return next(i for i, line in enumerate(lines) if text in line)
+
+    assert first("Scaling (") < first("Isomorphism (after scaling):") \
+        < first("k-weighting with k =") < first("TV denoising with weight")
+
+
+@pytest.fixture(scope="module")
+def model_map(example, example_f_model, tmp_path_factory):
+    """A CCP4 map of the example's F_model over the unit cell (grid d_min/3)."""
+    from meteor_cctbx.grid import CellGrid
+    from meteor_cctbx.record import write_cell_map_ccp4
+
+    path = tmp_path_factory.mktemp("model_map") / "model_map.ccp4"
+    grid = CellGrid.for_set(example_f_model, sampling=3)
+    write_cell_map_ccp4(path, grid.to_map(example_f_model.data().as_numpy_array()),
+                        example_f_model.unit_cell(), example_f_model.space_group(), "F_model")
+    return path
+
+
+@pytest.mark.parametrize("resolution", [2.5, 4.0])
+def test_solvent_fraction_is_phenix_low_resolution_mask(model_map, resolution):
+    """The shared definition reproduces cctbx's get_solvent_fraction_from_low_res_mask."""
+    import iotbx.ccp4_map
+    from cctbx.maptbx import segment_and_split_map
+    from libtbx.utils import null_out
+
+    from meteor_cctbx.solvent_fraction import molecular_envelope
+
+    reader = iotbx.ccp4_map.map_reader(str(model_map))
+    data, symmetry = reader.map_data().as_double(), reader.crystal_symmetry()
+    mask, fraction = segment_and_split_map.get_solvent_fraction_from_low_res_mask(
+        crystal_symmetry=symmetry, map_data=data, fraction_of_max_mask_threshold=0.05,
+        mask_resolution=resolution, return_mask_and_solvent_fraction=True, out=null_out())
+    envelope = molecular_envelope(data, symmetry, resolution)
+    assert 0.3 < envelope.solvent_fraction < 0.8
+    assert envelope.solvent_fraction == pytest.approx(fraction, abs=1e-4)
+    assert np.mean(envelope.mask == (mask.as_numpy_array() > 0.5)) > 0.9999
+
+
+def test_sharpen_and_local_scale_report_one_solvent_fraction(model_map, tmp_path, capsys,
+                                                             monkeypatch):
+    from meteor_cctbx.solvent_fraction import DEFINITION
+
+    monkeypatch.chdir(tmp_path)
+    status, out, err = run_program(local_scale.Program, [model_map], capsys)
+    assert status == 0, err
+    assert DEFINITION in out
+    reported = json.loads((tmp_path / "meteor_local_scale.json").read_text())
+    fraction = reported["solvent_fraction"]
+    assert fraction["definition"] == DEFINITION
+    status, out, err = run_program(sharpen.Program, [model_map,
+                                                     f"resolution={fraction['resolution_A']}"],
+                                   capsys)
+    assert status == 0, err
+    assert DEFINITION in out
+    sharpened = json.loads((tmp_path / "meteor_sharpen.json").read_text())
+    assert sharpened["b_factor"]["solvent_fraction"] == pytest.approx(fraction["value"],
+                                                                      abs=1e-9)
+    assert "solvent_fraction" not in reported["levels"]  # the Gaussian's share is named apart

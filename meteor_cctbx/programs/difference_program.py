@@ -89,21 +89,26 @@ class DifferenceProgram(ProgramTemplate):
         log = self.logger
         self.inputs = load_difference_inputs(self.params, self.files, log)
         self.result = self.compute(self.inputs)
-        shells = reflections.isomorphism_shells(self.result.pair.derivative,
-                                                self.result.pair.native,
-                                                self.params.isomorphism.n_bins)
-        print("Isomorphism (after scaling):", file=log)
-        print(f"  {'d range (A)':>16s} {'n':>7s} {'Riso':>7s} {'CCiso':>7s}", file=log)
-        for shell in shells:
-            print(f"  {shell.d_max:7.2f} - {shell.d_min:5.2f} {shell.n:7d} {shell.r_iso:7.3f} "
-                  f"{shell.cc_iso:7.3f}", file=log)
-        self.inputs.summary["isomorphism_shells"] = [vars(s) for s in shells]
         self.seconds = time.perf_counter() - start
         self.write_outputs()
         print(f"Done in {self.seconds:.1f} s.", file=log)
 
     def compute(self, inputs: DifferenceInputs):
+        """The result; implementations pass ``on_scaled=self.report_isomorphism``."""
         raise NotImplementedError
+
+    def report_isomorphism(self, pair) -> None:
+        """Riso and CCiso in resolution shells of the scaled pair, in the log (right after
+        scaling, before k-weighting and TV) and in the record."""
+        log = self.logger
+        shells = reflections.isomorphism_shells(pair.derivative, pair.native,
+                                                self.params.isomorphism.n_bins)
+        print("  Isomorphism (after scaling):", file=log)
+        print(f"    {'d range (A)':>16s} {'n':>7s} {'Riso':>7s} {'CCiso':>7s}", file=log)
+        for shell in shells:
+            print(f"    {shell.d_max:7.2f} - {shell.d_min:5.2f} {shell.n:7d} "
+                  f"{shell.r_iso:7.3f} {shell.cc_iso:7.3f}", file=log)
+        self.inputs.summary["isomorphism_shells"] = [vars(s) for s in shells]
 
     def weighted_difference_input(self) -> miller.array:
         """The complex difference the k-weighting acted on: the unweighted dF here."""

@@ -13,7 +13,7 @@ from libtbx import group_args
 from libtbx.program_template import ProgramTemplate
 from libtbx.utils import Sorry, null_out
 
-from meteor_cctbx import local_scale
+from meteor_cctbx import local_scale, solvent_fraction
 from meteor_cctbx.phil import master_phil_str, refuse_unused_template_output
 from meteor_cctbx.record import (atomic_path, check_outputs_writable, params_as_dict,
                                  run_context, software_versions, write_bytes, write_json,
@@ -34,6 +34,7 @@ class Inputs:
     from_coefficients: bool
     mask: object | None
     mask_source: Path | None
+    resolution: float | None = None  # A: d_min of MTZ input, None for a map file
 
 
 class Program(ProgramTemplate):
@@ -84,13 +85,14 @@ Usage:
             raise Sorry(f"Too many input files ({', '.join(reflection_files + maps)}): {usage}.")
         if reflection_files:
             source = Path(reflection_files[0])
-            mm, description = self.map_from_coefficients(source)
+            mm, description, resolution = self.map_from_coefficients(source)
             mask_names = maps
         elif maps:
             source = Path(maps[0])
             mm = self.data_manager.get_real_map(maps[0])
             mm.shift_origin()
             description = f"map {source}"
+            resolution = None
             mask_names = maps[1:]
         else:
             raise Sorry(f"No input map: {usage}.")
@@ -102,10 +104,12 @@ Usage:
             mask = self.data_manager.get_real_map(mask_names[0])
             mask.shift_origin()
             self.check_same_grid(mm, source, mask, mask_source)
-        return Inputs(mm, source, description, bool(reflection_files), mask, mask_source)
+        return Inputs(mm, source, description, bool(reflection_files), mask, mask_source,
+                      resolution)
 
     def map_from_coefficients(self, source: Path):
-        """map_manager of the unit cell computed from the file's map coefficients."""
+        """map_manager of the unit cell computed from the file's map coefficients, its
+        description and d_min (A)."""
         from meteor_cctbx.grid import CellGrid
         from meteor_cctbx.reflections import (describe_arrays, label_string, normalise_labels,
                                               pick_array)
@@ -137,7 +141,7 @@ Usage:
         mm = local_scale.unit_cell_map_manager(values, coefficients.crystal_symmetry(),
                                                f"{labels} from {source.name}")
         return mm, (f"map coefficients {labels} of {source} ({coefficients.size()} "
-                    f"reflections, d_min {coefficients.d_min():.2f} A)")
+                    f"reflections, d_min {coefficients.d_min():.2f} A)"), coefficients.d_min()
 
     @staticmethod
     def check_same_grid(mm, source: Path, mask, mask_source: Path) -> None:
@@ -185,10 +189,27 @@ Usage:
         self.result = local_scale.estimate_local_scale(
             values, self.geometry, self.params, solvent_mask=mask_values,
             log=lambda line: print(line, file=self.logger))
+        self.envelope = self.molecular_envelope()
         self.write_outputs(values)
         self.result.timings["total"] = time.perf_counter() - started
         write_json(self.outputs["record"], self.record())
         self.report()
+
+    def molecular_envelope(self) -> solvent_fraction.MolecularEnvelope | None:
+        """The solvent fraction by the definition meteor.sharpen shares (at the MTZ input's
+        resolution, else 3 voxels); None, with a note, where the map shows no envelope."""
+        clock = time.perf_counter()
+        resolution = solvent_fraction.envelope_resolution(self.geometry.pixel_sizes,
+                                                          self.inputs.resolution)
+        try:
+            envelope = solvent_fraction.molecular_envelope(
+                self.inputs.map.map_data(), self.inputs.map.crystal_symmetry(), resolution)
+        except Sorry:
+            envelope = None
+        self.result.timings["solvent_fraction"] = time.perf_counter() - clock
+        print("  " + (envelope.describe() if envelope else "solvent fraction: no molecular "
+                      "envelope found in the map"), file=self.logger)
+        return envelope
 
     def write_outputs(self, values: np.ndarray) -> None:
         """Every output except the JSON record, each file atomically."""
@@ -304,6 +325,10 @@ Usage:
             "parameters": params_as_dict(self.params),
             "run": run_context([self.inputs.source, self.inputs.mask_source]),
             "levels": self.result.levels,
+            "solvent_fraction": ({"value": self.envelope.solvent_fraction,
+                                  "resolution_A": self.envelope.resolution,
+                                  "definition": solvent_fraction.DEFINITION}
+                                 if self.envelope else None),
             "timings_s": self.result.timings,
             "outputs": {role: str(path) for role, path in self.outputs.items()},
             "versions": software_versions(),

@@ -31,7 +31,7 @@ Usage:
     def compute(self, inputs: DifferenceInputs) -> PhaseboostResult:
         print("Phase retrieval and difference map:", file=self.logger)
         return compute_phaseboost(inputs.derivative, inputs.native, inputs.phases,
-                                  self.params, self.logger)
+                                  self.params, self.logger, on_scaled=self.report_isomorphism)
 
     def weighted_difference_input(self) -> miller.array:
         """F_der' - F_nat, the retrieved difference the final k-weighting acted on."""

@@ -13,7 +13,7 @@ from libtbx import group_args
 from libtbx.program_template import ProgramTemplate
 from libtbx.utils import Sorry
 
-from meteor_cctbx import sharpen
+from meteor_cctbx import sharpen, solvent_fraction
 from meteor_cctbx.file_checks import check_input_file
 from meteor_cctbx.phil import master_phil_str, refuse_unused_template_output
 from meteor_cctbx.record import (MtzNames, Panel, check_outputs_writable, output_set,
@@ -266,7 +266,8 @@ Examples:
     def report_b_factor(self, result: sharpen.BFactorSharpening,
                         form: sharpen.SharpeningForm) -> None:
         if result.solvent_fraction is not None:
-            self._print(f"Solvent fraction: {result.solvent_fraction:.2f}")
+            self._print(f"Solvent fraction: {result.solvent_fraction:.2f} "
+                        f"({solvent_fraction.DEFINITION} at {self.record['resolution']:.2f} A)")
         if result.region_weight is not None:
             self._print(f"adjusted_sa region weight: {result.region_weight:.2f}")
         if result.b_iso_before is not None:
