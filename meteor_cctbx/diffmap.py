@@ -337,16 +337,19 @@ def result_metadata(pair: ScaledPair, grid: CellGrid, enhancement: Enhancement) 
 
 
 def compute_diffmap(derivative: miller.array, native: miller.array, phases: miller.array,
-                    params=None, log=None) -> DiffmapResult:
+                    params=None, log=None, on_scaled=None) -> DiffmapResult:
     """Isomorphous difference map coefficients, derivative minus native.
 
     ``params`` is the diffmap PHIL extract (defaults when None); its scaling, kweight, tv and
-    map scopes are used.  Progress goes to ``log``.
+    map scopes are used.  Progress goes to ``log``; ``on_scaled(pair)``, if given, is called
+    with the ScaledPair as soon as the data are scaled (the programs' isomorphism report).
     """
     params = params if params is not None else default_params("diffmap")
     log = log or null_out()
     start = time.perf_counter()
     pair, grid = scale_and_grid(derivative, native, phases, params, log)
+    if on_scaled is not None:
+        on_scaled(pair)
     prepared = time.perf_counter()
     raw = pair.delta_f * pair.unit_phases
     enhancement = enhance(raw, pair.sigma_delta, grid, params, log)

@@ -142,16 +142,18 @@ class PhaseboostResult(DiffmapResult):
 
 
 def compute_phaseboost(derivative: miller.array, native: miller.array, phases: miller.array,
-                       params=None, log=None) -> PhaseboostResult:
+                       params=None, log=None, on_scaled=None) -> PhaseboostResult:
     """Derivative-minus-native map with derivative phases retrieved by iterative TV.
 
     ``params`` is the phaseboost PHIL extract (defaults when None): scaling, kweight, tv, map
-    and phaseboost scopes.  Inputs as for compute_diffmap.
+    and phaseboost scopes.  Inputs (and ``on_scaled``) as for compute_diffmap.
     """
     params = params if params is not None else default_params("phaseboost")
     log = log or null_out()
     start = time.perf_counter()
     pair, grid = scale_and_grid(derivative, native, phases, params, log)
+    if on_scaled is not None:
+        on_scaled(pair)
     native_coefficients = pair.native.data().as_numpy_array() * pair.unit_phases
     derivative_amplitudes = pair.derivative.data().as_numpy_array()
     boost = params.phaseboost

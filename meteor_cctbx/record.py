@@ -239,7 +239,8 @@ def software_versions() -> dict[str, str]:
     from importlib import metadata
 
     versions = {"python": platform.python_version(), "platform": sys.platform}
-    for name in ("meteor_cctbx", "cctbx-base", "numpy", "scipy", "scikit-image"):
+    for name in ("meteor_cctbx", "cctbx-base", "numpy", "scipy", "scikit-image", "numba",
+                 "matplotlib"):
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
@@ -334,25 +335,48 @@ def write_panels_png(path: str | os.PathLike, panels: Sequence[Panel], title: st
     plt.close(fig)
 
 
+@dataclass
+class MtzNames:
+    """CCP4's names for the data in an MTZ: project, crystal and dataset (and wavelength, A)."""
+
+    project: str = "meteor"
+    crystal: str = "crystal"
+    dataset: str = "dataset"
+    wavelength: float = 1.0
+
+
 def write_map_coefficients_mtz(path: str | os.PathLike, columns: Sequence[tuple],
-                               history: Sequence[str] = ()) -> None:
+                               history: Sequence[str] = (), title: str = "",
+                               names: MtzNames | None = None) -> None:
     """Atomically write complex miller arrays as amplitude/phase column pairs of one MTZ.
 
-    ``columns`` holds (complex array, amplitude label, phase label) triples; phases are written
-    in degrees (MTZ type P), amplitudes as type F.
+    ``columns`` holds (complex array, amplitude label, phase label) triples, or quadruples
+    with a sigma label, whose sigmas (the complex array's ``sigmas()``) follow the phase as
+    type Q; phases are written in degrees (MTZ type P), amplitudes as type F.  ``title`` (at
+    most 70 characters) and ``names`` go into the MTZ header.
     """
+    names = names or MtzNames()
     dataset = None
-    for array, amplitude_label, phase_label in columns:
+    for array, amplitude_label, phase_label, *sigma_label in columns:
+        sigmas = array.sigmas()
+        array = array.customized_copy(sigmas=None)
         amplitudes = abs(array).set_observation_type_xray_amplitude()
         phases = array.phases(deg=True)
         if dataset is None:
-            dataset = amplitudes.as_mtz_dataset(column_root_label=amplitude_label,
-                                                column_types="F")
+            dataset = amplitudes.as_mtz_dataset(
+                column_root_label=amplitude_label, column_types="F",
+                wavelength=names.wavelength, crystal_name=names.crystal,
+                project_name=names.project, dataset_name=names.dataset)
         else:
             dataset.add_miller_array(amplitudes, column_root_label=amplitude_label,
                                      column_types="F")
         dataset.add_miller_array(phases, column_root_label=phase_label, column_types="P")
+        if sigma_label and sigmas is not None:
+            dataset.add_miller_array(amplitudes.customized_copy(data=sigmas),
+                                     column_root_label=sigma_label[0], column_types="Q")
     mtz = dataset.mtz_object()
+    if title:
+        mtz.set_title(title[:70])
     for line in history:
         mtz.add_history(line[:80])
     write_mtz(path, mtz)
@@ -411,3 +435,42 @@ def write_cell_map_ccp4(path: str | os.PathLike, real_map: np.ndarray, unit_cell
                                           space_group=space_group, map_data=data.as_double(),
                                           labels=labels)
     write_with(path, writer, verify=verify_ccp4_map)
+
+
+# ---------------------------------------------------------------------------------------------
+# What a run was: its command line, date, directory and input files (every program's record)
+
+#: The command line of the program being run, set by command_line.run_as_command; None
+#: outside it (then sys.argv is recorded).
+COMMAND_LINE: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
+    "meteor_command_line", default=None)
+
+
+def input_file_record(path: str | os.PathLike) -> dict:
+    """{"path": as given, "bytes": size, "sha256": digest} of one input file."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return {"path": os.fspath(path), "bytes": os.path.getsize(path),
+            "sha256": digest.hexdigest()}
+
+
+def run_context(input_files: Sequence[str | os.PathLike | None]) -> dict:
+    """The record's "run" entry: command line (as one shell-quoted string), date (ISO 8601,
+    UTC), working directory and each input file with its size and SHA-256."""
+    import datetime
+    import shlex
+
+    arguments = COMMAND_LINE.get()
+    arguments = list(sys.argv) if arguments is None else arguments
+    seen = []
+    for path in input_files:
+        if path and os.fspath(path) not in seen:
+            seen.append(os.fspath(path))
+    return {"command_line": shlex.join(str(a) for a in arguments),
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "working_directory": os.getcwd(),
+            "input_files": [input_file_record(p) for p in seen if os.path.isfile(p)]}

@@ -46,7 +46,7 @@ def finished_run(example, tmp_path_factory):
 def test_outputs_and_map_quality(example, finished_run):
     out, log = finished_run
     arrays = mtz_arrays(out / "meteor_diffmap.mtz")
-    assert set(arrays) == {"DELFWT,PHDELWT", "DF_RAW,PHIDF_RAW"}
+    assert set(arrays) == {"DELFWT,PHDELWT", "DF,PHIDF", "SIGDF", "DF_RAW,PHIDF_RAW"}
     truth = example.pair.true_difference
     final = map_correlation(arrays["DELFWT,PHDELWT"], truth)
     raw = map_correlation(arrays["DF_RAW,PHIDF_RAW"], truth)

@@ -90,7 +90,8 @@ def test_program_writes_retrieved_derivative_and_iterations(example, in_tmp, cap
     assert status == 0, err
     assert "iteration   1:" in out
     arrays = mtz_arrays(in_tmp / "meteor_phaseboost.mtz")
-    assert set(arrays) == {"DELFWT,PHDELWT", "DF_RAW,PHIDF_RAW", "F_DERIV,PHI_DERIV"}
+    assert set(arrays) == {"DELFWT,PHDELWT", "DF,PHIDF", "SIGDF", "DF_RAW,PHIDF_RAW",
+                           "F_DERIV,PHI_DERIV"}
     record = json.loads((in_tmp / "meteor_phaseboost.json").read_text())
     iterations = record["result"]["iterations"]
     assert 1 <= len(iterations) <= 3

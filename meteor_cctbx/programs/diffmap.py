@@ -53,7 +53,7 @@ Usage:
     def compute(self, inputs: DifferenceInputs) -> DiffmapResult:
         print("Difference map:", file=self.logger)
         return compute_diffmap(inputs.derivative, inputs.native, inputs.phases, self.params,
-                               self.logger)
+                               self.logger, on_scaled=self.report_isomorphism)
 
     def plot_panels(self) -> list[Panel]:
         return difference_panels(self.result)

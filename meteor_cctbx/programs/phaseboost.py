@@ -2,6 +2,9 @@
 then k-weighting and TV denoising."""
 from __future__ import annotations
 
+from cctbx import miller
+from cctbx.array_family import flex
+
 from meteor_cctbx.difference_inputs import DifferenceInputs
 from meteor_cctbx.phaseboost import PhaseboostResult, compute_phaseboost
 from meteor_cctbx.phil import master_phil_str
@@ -28,7 +31,15 @@ Usage:
     def compute(self, inputs: DifferenceInputs) -> PhaseboostResult:
         print("Phase retrieval and difference map:", file=self.logger)
         return compute_phaseboost(inputs.derivative, inputs.native, inputs.phases,
-                                  self.params, self.logger)
+                                  self.params, self.logger, on_scaled=self.report_isomorphism)
+
+    def weighted_difference_input(self) -> miller.array:
+        """F_der' - F_nat, the retrieved difference the final k-weighting acted on."""
+        pair = self.result.pair
+        native = pair.native.data().as_numpy_array() * pair.unit_phases
+        retrieved = self.result.derivative_coefficients
+        return retrieved.customized_copy(data=flex.complex_double(
+            retrieved.data().as_numpy_array() - native))
 
     def mtz_columns(self) -> list[tuple]:
         return super().mtz_columns() + [(self.result.derivative_coefficients, "F_DERIV",
