@@ -115,8 +115,11 @@ def native_phases(params, files: dict, native: miller.array, log
     """Phases for ``native``: from the phase columns, or F_model of the model; logged."""
     if files["phases"] is not None:
         phases = reflections.load_phases(files["phases"], params.phases.labels)
+        phases_only = len(reflections.normalise_labels(params.phases.labels)) == 1
         print(f"  Phases: {files['phases']} labels "
-              f"{','.join(reflections.normalise_labels(params.phases.labels))}", file=log)
+              f"{','.join(reflections.normalise_labels(params.phases.labels))}"
+              + (" (phases only: the derivative is scaled to the native)" if phases_only
+                 else " (amplitudes as the scaling reference)"), file=log)
         return phases, None, {}
     start = time.perf_counter()
     model = load_model(files["model"], native.crystal_symmetry(),
