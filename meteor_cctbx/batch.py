@@ -35,6 +35,7 @@ from libtbx.utils import Sorry
 from meteor_cctbx import reflections
 from meteor_cctbx.difference_inputs import NativeSide, load_native_side
 from meteor_cctbx.grid import available_cores
+from meteor_cctbx.phil import remove_unused_template_output
 from meteor_cctbx.record import (output_set, params_as_dict, to_jsonable, write_bytes,
                                  write_json)
 from meteor_cctbx.reflections import one_line
@@ -45,17 +46,24 @@ TEMPORARY_GLOB = ".*.tmp*"  # names of record.atomic_path's temporary files
 
 def difference_columns(program) -> dict:
     """Summary columns of a finished difference program (diffmap and those built on it):
-    resolution, overall Riso/CCiso after scaling, chosen k and TV weight, negentropy, and the
-    highest and lowest values of the final map in units of its rms (peak heights)."""
+    resolution, overall Riso/CCiso after scaling, the chosen k and TV weight with the criterion
+    that chose each (negentropy or validation) and its best score, negentropy, and the highest
+    and lowest values of the final map in units of its rms (peak heights)."""
     result = program.result
     pair = result.pair
     overall = reflections.isomorphism_shells(pair.derivative, pair.native, n_bins=1)[0]
     final_map = result.grid.to_map(result.map_coefficients.data().as_numpy_array())
     rms = float(final_map.std()) or 1.0
     negentropies = result.metadata["negentropy"]
+    criteria = result.metadata.get("criteria") or {}
     return {"d_min": pair.derivative.d_min(), "n_reflections": pair.derivative.size(),
             "riso": overall.r_iso, "cciso": overall.cc_iso,
-            "k_parameter": result.k_parameter, "tv_weight": result.tv_weight,
+            "k_parameter": result.k_parameter, "k_criterion": criteria.get("kweight"),
+            "k_score": result.kweight_scan.best.score if result.kweight_scan else None,
+            "tv_weight": result.tv_weight,
+            "tv_weight_relative": result.metadata.get("tv_weight_relative"),
+            "tv_criterion": criteria.get("tv"),
+            "tv_score": result.tv_scan.best.score if result.tv_scan else None,
             "negentropy_raw": negentropies["raw"], "negentropy": negentropies["final"],
             "peak_max_sigma": float(final_map.max()) / rms,
             "peak_min_sigma": float(final_map.min()) / rms}
@@ -87,10 +95,12 @@ PROGRAMS: dict[str, BatchProgram] = {
 
 
 def program_master_phil(program: str) -> iotbx.phil.scope:
-    """The master PHIL of ``program`` as its command line sees it (with iotbx's output scope)."""
+    """The master PHIL of ``program`` as its command line sees it (command_line.MeteorParser:
+    iotbx's output scope added, the parts our programs do not use removed)."""
     master = iotbx.phil.parse(PROGRAMS[program].program_class().master_phil_str,
                               process_includes=True)
     master.adopt_scope(iotbx.phil.parse(ProgramTemplate.output_phil_str))
+    remove_unused_template_output(master)
     return master
 
 
@@ -446,6 +456,12 @@ def compute_on_dask(client, todo: list[DatasetTask], native_side: NativeSide,
     from distributed.scheduler import KilledWorker
     from tqdm import tqdm
 
+    try:  # a worker that cannot import the package would never return a task's row
+        client.run(exec, "import meteor_cctbx.batch")
+    except Exception as error:
+        raise Sorry(f"The Dask workers cannot import meteor_cctbx ({one_line(error)}): install "
+                    f"meteor_cctbx with pip where the workers run (its start-up hook "
+                    f"included).") from None
     # The native side travels inside the graph, not by client.scatter: scattered data lost
     # with a killed worker cannot be recovered, a task's result is recomputed from the graph.
     with warnings.catch_warnings():
