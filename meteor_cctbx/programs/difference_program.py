@@ -16,6 +16,21 @@ from meteor_cctbx.record import (check_outputs_writable, output_set, params_as_d
                                  write_map_coefficients_mtz, write_panels_png)
 
 
+def check_search_ranges(params) -> None:
+    """Sorry for a k or TV-weight search interval that holds no value to try."""
+    from meteor_cctbx.phil import choice
+
+    if choice(params.kweight.mode) == "optimize" and not params.kweight.k_max > 0:
+        raise Sorry(f"kweight.k_max={params.kweight.k_max:g} leaves no k to search "
+                    f"(kweight.mode=optimize scans [0, k_max]): set kweight.k_max above 0, "
+                    f"e.g. 1, or use kweight.mode=fixed.")
+    lower, upper = params.tv.search_range
+    if choice(params.tv.mode) == "optimize" and not 0 < lower < upper:
+        raise Sorry(f"tv.search_range={lower:g} {upper:g} is not an interval of positive TV "
+                    f"weights, smallest first (searched on a log scale): give e.g. "
+                    f"tv.search_range=0.001 1.0, or use tv.mode=fixed.")
+
+
 class DifferenceProgram(ProgramTemplate):
     """ProgramTemplate base of the difference-map programs; subclasses implement compute()."""
 
@@ -31,6 +46,7 @@ class DifferenceProgram(ProgramTemplate):
         if self.params.d_min and self.params.d_max and self.params.d_min >= self.params.d_max:
             raise Sorry(f"d_min={self.params.d_min} must be smaller than "
                         f"d_max={self.params.d_max} (both in A).")
+        check_search_ranges(self.params)
         check_outputs_writable(self.output_paths().values(), self.params.output.overwrite)
 
     def output_paths(self) -> dict[str, Path]:
