@@ -132,7 +132,10 @@ def write_error_log(program_class, args: Sequence[str], error: BaseException) ->
     directory (the temporary directory if that is not writable); return its path."""
     from meteor_cctbx.record import software_versions
 
-    name = f"{getattr(program_class, 'program_name', None) or program_class.__module__}"
+    name = Path(str(getattr(program_class, "program_name", None)
+                    or program_class.__module__)).name
+    if name.endswith(".py"):  # ProgramTemplate's default: the script's path
+        name = f"meteor.{name[:-3]}"
     text = (f"{name} {' '.join(args)}\n\n"
             + "".join(traceback.format_exception(type(error), error, error.__traceback__))
             + "\nversions: " + ", ".join(f"{k} {v}" for k, v in software_versions().items())
