@@ -91,9 +91,10 @@ def ccp4_map_problem(path: str | os.PathLike) -> str | None:
     return None
 
 
-def check_map_file(path: str | os.PathLike) -> None:
+def check_map_file(path: str | os.PathLike, allow_constant: bool = True) -> None:
     """Sorry unless ``path`` is a complete CCP4/MRC map of 32-bit floats (the one mode cctbx
-    reads) with a positive cell and finite, not all equal, values."""
+    reads) with a positive cell and finite values, not all equal unless ``allow_constant``
+    (a mask may be)."""
     problem = ccp4_map_problem(path)
     if problem:
         raise Sorry(f"Cannot read {path}: not a complete CCP4/MRC map ({problem}); the file is "
@@ -116,6 +117,6 @@ def check_map_file(path: str | os.PathLike) -> None:
         raise Sorry(f"Map {path} has {bad.size} voxels that are not numbers "
                     f"({int(np.isnan(bad).sum())} NaN, {int(np.isinf(bad).sum())} infinite): "
                     f"repair or recompute the map.")
-    if values.size and values.min() == values.max():
+    if not allow_constant and values.size and values.min() == values.max():
         raise Sorry(f"Map {path} is constant (every voxel {float(values[0]):g}): it holds no "
                     f"density; give the map itself, not a blank or masked-out one.")

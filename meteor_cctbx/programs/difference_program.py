@@ -25,7 +25,7 @@ def check_search_ranges(params) -> None:
                     f"(kweight.mode=optimize scans [0, k_max]): set kweight.k_max above 0, "
                     f"e.g. 1, or use kweight.mode=fixed.")
     lower, upper = params.tv.search_range
-    if choice(params.tv.mode) == "optimize" and not 0 < lower < upper:
+    if not 0 < lower < upper:
         raise Sorry(f"tv.search_range={lower:g} {upper:g} is not an interval of positive TV "
                     f"weights, smallest first (searched on a log scale): give e.g. "
                     f"tv.search_range=0.001 1.0, or use tv.mode=fixed.")

@@ -92,8 +92,8 @@ Usage:
             mm, description = self.map_from_coefficients(source)
             mask_names = maps
         elif maps:
-            for name in maps:
-                check_map_file(name)
+            for k, name in enumerate(maps):
+                check_map_file(name, allow_constant=k > 0)  # the mask may be constant
             source = Path(maps[0])
             mm = self.data_manager.get_real_map(maps[0])
             mm.shift_origin()

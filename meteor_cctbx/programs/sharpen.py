@@ -114,7 +114,7 @@ Examples:
 
         names = self.map_file_names()
         for name in names:
-            check_map_file(name)
+            check_map_file(name, allow_constant=False)
         if not names:
             return
         first = self.data_manager.get_real_map(names[0])
