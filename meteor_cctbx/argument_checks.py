@@ -11,6 +11,7 @@ from pathlib import Path
 
 from libtbx.utils import Sorry
 
+from meteor_cctbx.cif_check import check_cif, looks_like_cif
 from meteor_cctbx.file_checks import (MAP_SUFFIXES, MODEL_SUFFIXES, REFLECTION_SUFFIXES,
                                       check_input_file, check_map_file)
 from meteor_cctbx.mtz_check import is_mtz
@@ -19,16 +20,19 @@ PHIL_SUFFIXES = (".eff", ".phil", ".params", ".def")
 
 
 def check_before_iotbx(path: str | os.PathLike) -> None:
-    """Sorry for a file that iotbx's C readers would crash on or report obscurely: an MTZ file
-    is read here first (checked in Python, then loaded, so that errors name the file and the
-    fix), a CCP4/MRC map is checked complete; other files pass unchecked."""
+    """Sorry for a file that iotbx's C readers would crash on or report obscurely: CIF text is
+    checked for the syntax iotbx.cif parses safely, an MTZ file is read here first (checked in
+    Python, then loaded, so that errors name the file and the fix), a CCP4/MRC map is checked
+    complete; other files pass unchecked."""
     path = Path(path)
     try:
         if not path.is_file():
             return
     except OSError:  # e.g. a name too long: check_input_file explains it later
         return
-    if is_mtz(path) or path.suffix.lower() == ".mtz":
+    if looks_like_cif(path) and not is_mtz(path):
+        check_cif(path)  # iotbx.cif's parser crashes on some damaged files
+    elif is_mtz(path) or path.suffix.lower() == ".mtz":
         from meteor_cctbx.reflections import read_miller_arrays
 
         read_miller_arrays(path)

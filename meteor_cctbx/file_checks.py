@@ -60,6 +60,9 @@ class MapHeader:
     mode: int
     cell: tuple[float, ...]
     data_start: int
+    cell_grid: tuple[int, int, int]
+    axis_order: tuple[int, int, int]  # MAPC, MAPR, MAPS: a permutation of 1, 2, 3
+    space_group: int
 
 
 def read_map_header(path: str | os.PathLike) -> MapHeader | None:
@@ -71,9 +74,12 @@ def read_map_header(path: str | os.PathLike) -> MapHeader | None:
     order = ">" if header[212] >> 4 == 1 else "<"
     nx, ny, nz, mode = struct.unpack(order + "4i", header[:16])
     cell = struct.unpack(order + "6f", header[40:64])
-    (symmetry_bytes,) = struct.unpack(order + "i", header[92:96])
+    cell_grid = struct.unpack(order + "3i", header[28:40])
+    axis_order = struct.unpack(order + "3i", header[64:76])
+    (space_group, symmetry_bytes) = struct.unpack(order + "2i", header[88:96])
     return MapHeader(order, (nx, ny, nz), mode, cell,
-                     1024 + symmetry_bytes if symmetry_bytes >= 0 else -1)
+                     1024 + symmetry_bytes if symmetry_bytes >= 0 else -1, cell_grid,
+                     axis_order, space_group)
 
 
 def ccp4_map_problem(path: str | os.PathLike) -> str | None:
@@ -104,6 +110,11 @@ def check_map_file(path: str | os.PathLike, allow_constant: bool = True) -> None
         raise Sorry(f"Map {path} stores {MAP_MODE_NAMES[header.mode]} (MRC mode "
                     f"{header.mode}), but cctbx reads only 32-bit floats (mode 2): convert it, "
                     f"e.g. with IMOD's 'newstack -mode 2' or the mrcfile Python package.")
+    if sorted(header.axis_order) != [1, 2, 3] or min(header.cell_grid) < 1 \
+            or not 0 <= header.space_group <= 230:
+        raise Sorry(f"Cannot read {path}: the map header is damaged (axis order "
+                    f"{header.axis_order}, cell grid {header.cell_grid}, space group "
+                    f"{header.space_group}); re-export the map.")
     if not all(math.isfinite(v) for v in header.cell) or min(header.cell[:3]) <= 0 \
             or not all(0 <= v < 180 for v in header.cell[3:]):
         raise Sorry(f"Map {path} has no valid cell in its header (a, b, c, alpha, beta, gamma "

@@ -20,6 +20,7 @@ from cctbx.array_family import flex
 from libtbx import Auto
 from libtbx.utils import Sorry, null_out
 
+from meteor_cctbx.cif_check import check_cif, looks_like_cif
 from meteor_cctbx.file_checks import check_input_file
 from meteor_cctbx.reflections import one_line
 
@@ -37,6 +38,8 @@ def load_model(path: str | os.PathLike, data_symmetry: crystal.symmetry | None =
 
     log = log or null_out()
     path = check_input_file(path, "model file")
+    if looks_like_cif(path):
+        check_cif(path)  # iotbx.cif's parser crashes on some damaged files
     try:
         model_input = iotbx.pdb.input(file_name=str(path))
     except Exception as error:

@@ -14,6 +14,7 @@ from cctbx import miller
 from cctbx.array_family import flex
 from libtbx.utils import Sorry, null_out
 
+from meteor_cctbx.cif_check import check_cif, looks_like_cif
 from meteor_cctbx.file_checks import check_input_file
 from meteor_cctbx.mtz_check import check_mtz, is_mtz
 
@@ -33,6 +34,8 @@ def read_miller_arrays(path: str | os.PathLike) -> list[miller.array]:
     mtz = is_mtz(path) or path.suffix.lower() == ".mtz"
     if mtz:
         check_mtz(path)
+    elif looks_like_cif(path):
+        check_cif(path)  # iotbx.cif's parser crashes on some damaged files
     elif detect_binary_file.from_initial_block(str(path)):
         raise Sorry(f"Cannot read {path}: a binary file that is not MTZ, and not a text "
                     f"reflection format iotbx reads (mmCIF, SCALEPACK, ...); re-export it as "
