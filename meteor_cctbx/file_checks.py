@@ -63,6 +63,9 @@ class MapHeader:
     cell_grid: tuple[int, int, int]
     axis_order: tuple[int, int, int]  # MAPC, MAPR, MAPS: a permutation of 1, 2, 3
     space_group: int
+    map_stamp: bytes  # 'MAP ' in every CCP4/MRC map since 2000
+    labels: list[bytes]  # the NLABL 80-byte labels (all 10 when NLABL is out of range)
+    n_labels: int
 
 
 def read_map_header(path: str | os.PathLike) -> MapHeader | None:
@@ -79,7 +82,9 @@ def read_map_header(path: str | os.PathLike) -> MapHeader | None:
     (space_group, symmetry_bytes) = struct.unpack(order + "2i", header[88:96])
     return MapHeader(order, (nx, ny, nz), mode, cell,
                      1024 + symmetry_bytes if symmetry_bytes >= 0 else -1, cell_grid,
-                     axis_order, space_group)
+                     axis_order, space_group, header[208:212],
+                     [header[224 + 80 * k:304 + 80 * k] for k in range(10)],
+                     struct.unpack(order + "i", header[220:224])[0])
 
 
 def ccp4_map_problem(path: str | os.PathLike) -> str | None:
@@ -110,6 +115,18 @@ def check_map_file(path: str | os.PathLike, allow_constant: bool = True) -> None
         raise Sorry(f"Map {path} stores {MAP_MODE_NAMES[header.mode]} (MRC mode "
                     f"{header.mode}), but cctbx reads only 32-bit floats (mode 2): convert it, "
                     f"e.g. with IMOD's 'newstack -mode 2' or the mrcfile Python package.")
+    if header.map_stamp != b"MAP ":
+        raise Sorry(f"Cannot read {path}: no 'MAP ' stamp at byte 208 of the header (not a "
+                    f"CCP4/MRC map, an old-style one, or a damaged header); re-export the map.")
+    if not 0 <= header.n_labels <= 10:
+        raise Sorry(f"Cannot read {path}: the header announces {header.n_labels} labels (at "
+                    f"most 10 fit); the header is damaged: re-export the map.")
+    try:
+        for label in header.labels[:header.n_labels]:
+            label.decode("utf-8")
+    except UnicodeDecodeError:
+        raise Sorry(f"Cannot read {path}: a header label is not text (the header is damaged);"
+                    f" re-export the map.") from None
     if sorted(header.axis_order) != [1, 2, 3] or min(header.cell_grid) < 1 \
             or not 0 <= header.space_group <= 230:
         raise Sorry(f"Cannot read {path}: the map header is damaged (axis order "

@@ -51,8 +51,11 @@ def read_miller_arrays(path: str | os.PathLike) -> list[miller.array]:
                 raise Sorry(f"Cannot read {path}: not a reflection file iotbx recognises (MTZ, "
                             f"mmCIF, SCALEPACK, ...); check the file type.")
             arrays = reader.as_miller_arrays(merge_equivalents=False)
-    except Sorry:
-        raise
+    except Sorry as error:  # ours, or iotbx's (CifBuilderError: several lines, no file name)
+        if str(error).startswith(f"Cannot read {path}:"):
+            raise
+        raise Sorry(f"Cannot read {path}: {one_line(error)}; check or re-export the file."
+                    ) from error
     except Exception as error:  # iotbx raises RuntimeError/AssertionError/... on damaged files
         raise Sorry(f"Cannot read {path}: the file is damaged or truncated ({one_line(error)}); "
                     f"re-export it.") from error

@@ -40,3 +40,14 @@ def check_memory(needed_bytes: float, what: str, fix: str) -> None:
     if needed_bytes > available:
         raise Sorry(f"{what} would need about {needed_bytes / GIB:.1f} GiB of memory, more than "
                     f"the {available / GIB:.1f} GiB available: {fix}.")
+
+
+def cell_grid_points(unit_cell, d_min: float, sampling: float) -> float:
+    """Approximate number of grid points of a unit-cell map with spacing d_min/sampling (A)."""
+    return unit_cell.volume() * (sampling / d_min) ** 3
+
+
+def check_cell_map_memory(unit_cell, d_min: float, sampling: float, bytes_per_point: float,
+                          what: str, fix: str) -> None:
+    """Sorry when the maps of a unit-cell grid at d_min/sampling would not fit in memory."""
+    check_memory(cell_grid_points(unit_cell, d_min, sampling) * bytes_per_point, what, fix)

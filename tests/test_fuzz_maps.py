@@ -74,12 +74,12 @@ def damaged_map(draw, original: bytes) -> bytes:
                       else struct.pack("<f", draw(st.floats(width=32, allow_nan=True))))
             data[4 * word:4 * word + 4] = packed
         elif kind == "flip":
-            position = draw(st.integers(0, 1023))
+            position = draw(st.integers(0, min(1023, len(data) - 1)))
             data[position] ^= 1 << draw(st.integers(0, 7))
         elif kind == "cut":
             del data[draw(st.integers(0, len(data) - 1)):]
-        else:  # one voxel set to a value, NaN and infinities included
-            position = 1024 + 4 * draw(st.integers(0, 12 * 10 * 8 - 1))
+        elif len(data) > 1028:  # one voxel set to a value, NaN and infinities included
+            position = 1024 + 4 * draw(st.integers(0, (len(data) - 1028) // 4))
             data[position:position + 4] = struct.pack("<f", draw(st.floats(width=32)))
         if not data:
             break

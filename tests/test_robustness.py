@@ -697,13 +697,15 @@ ROUND_TWO_DIFFMAP = [
      ["der_zero.mtz", "all zero", "labels"]),
     (lambda f, r: [f["der"], f["nat"], f["model"], r["unclosed_phil"]],
      ["unclosed.eff", "not valid PHIL", "fix its syntax"]),
+    (lambda f, r: [f["der"], f["nat"], f["model"], "map.sampling=200"],
+     ["native.mtz", "d_min/200", "GiB of memory", "lower map.sampling"]),
 ]
 ROUND_TWO_DIFFMAP_IDS = ["model_all_b_9999", "model_atoms_on_one_site",
                          "model_one_site_without_bulk_solvent", "negative_occupancy",
                          "reversed_tv_search_range", "k_max_zero", "prefix_too_long",
                          "input_name_too_long", "prefix_is_a_directory", "prefix_is_dot",
                          "derivative_identical_to_native", "all_zero_amplitudes",
-                         "phil_file_with_unclosed_brace"]
+                         "phil_file_with_unclosed_brace", "grid_beyond_memory"]
 
 
 @pytest.mark.parametrize("make_args, fragments", ROUND_TWO_DIFFMAP, ids=ROUND_TWO_DIFFMAP_IDS)

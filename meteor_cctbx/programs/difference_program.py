@@ -14,6 +14,12 @@ from meteor_cctbx.difference_inputs import (DifferenceInputs, load_difference_in
 from meteor_cctbx.record import (check_outputs_writable, output_set, params_as_dict,
                                  software_versions, write_cell_map_ccp4, write_json,
                                  write_map_coefficients_mtz, write_panels_png)
+from meteor_cctbx.resources import check_cell_map_memory
+
+
+#: Peak bytes per grid point of the difference-map steps (float32 maps and complex FFTs of
+#: the TV and k-weighting scans, a generous bound).
+MAP_BYTES_PER_POINT = 200
 
 
 def check_search_ranges(params) -> None:
@@ -63,6 +69,11 @@ class DifferenceProgram(ProgramTemplate):
         start = time.perf_counter()
         log = self.logger
         self.inputs = load_difference_inputs(self.params, self.files, log)
+        native = self.inputs.native
+        check_cell_map_memory(native.unit_cell(), native.d_min(), self.params.map.sampling,
+                              MAP_BYTES_PER_POINT, f"A map of the unit cell of "
+                              f"{self.files['native']} at spacing d_min/{self.params.map.sampling:g}",
+                              "lower map.sampling (3 is usual) or cut the data with d_min=<A>")
         self.result = self.compute(self.inputs)
         shells = reflections.isomorphism_shells(self.result.pair.derivative,
                                                 self.result.pair.native,

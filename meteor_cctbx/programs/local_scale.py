@@ -14,7 +14,7 @@ from libtbx.utils import Sorry, null_out
 
 from meteor_cctbx import local_scale
 from meteor_cctbx.phil import master_phil_str
-from meteor_cctbx.resources import check_memory
+from meteor_cctbx.resources import check_cell_map_memory, check_memory
 from meteor_cctbx.file_checks import check_map_file
 from meteor_cctbx.record import (atomic_path, check_outputs_writable, output_set,
                                  params_as_dict, software_versions, write_bytes, write_json,
@@ -139,6 +139,11 @@ Usage:
         if coefficients.anomalous_flag():
             coefficients = coefficients.average_bijvoet_mates()
         coefficients = coefficients.map_to_asu()
+        check_cell_map_memory(coefficients.unit_cell(), coefficients.d_min(),
+                              self.params.input.sampling, 40,
+                              f"A map of the unit cell of {source} at spacing "
+                              f"d_min/{self.params.input.sampling:g}",
+                              "lower input.sampling (3 is usual)")
         cell_grid = CellGrid.for_set(coefficients, sampling=self.params.input.sampling)
         values = cell_grid.to_map(coefficients.data().as_numpy_array())
         mm = local_scale.unit_cell_map_manager(values, coefficients.crystal_symmetry(),
