@@ -22,7 +22,7 @@ from libtbx.utils import Sorry, null_out
 
 from meteor_cctbx.cif_check import check_cif, looks_like_cif
 from meteor_cctbx.file_checks import check_input_file
-from meteor_cctbx.reflections import one_line
+from meteor_cctbx.reflections import fmt_cell, max_cell_difference, one_line
 
 SCATTERING_TABLES = ("n_gaussian", "wk1995", "it1992", "electron", "neutron")
 
@@ -34,8 +34,6 @@ def load_model(path: str | os.PathLike, data_symmetry: crystal.symmetry | None =
     Sorry for an unreadable file, a model without atoms, or a symmetry that disagrees with the
     data (different space group, or cell edges differing beyond the threshold).
     """
-    from meteor_cctbx.reflections import fmt_cell, max_cell_difference
-
     log = log or null_out()
     path = check_input_file(path, "model file")
     if looks_like_cif(path):

@@ -4,7 +4,9 @@ Every output file is written to a temporary file in its final directory, checked
 over the destination only when complete, so an interrupted run leaves either the previous file
 or none.  Inside ``output_set()`` a program's outputs are renamed together at the end, after
 all of them are complete, the JSON record last: a run that fails or is killed before then
-leaves every previous output as it was.
+leaves every previous output as it was.  ``check_outputs_writable`` also locks the output
+prefix for the run (``claim_outputs``: a concurrent run with the same prefix gets a Sorry) and
+removes the temporary files killed runs left; ``release_outputs`` ends the claim.
 """
 from __future__ import annotations
 

@@ -1029,3 +1029,58 @@ def test_identical_runs_give_identical_files(example, small_map, labelled_half_m
                 json.loads(two[name]))
         else:
             assert one[name] == two[name], name
+
+
+def test_the_package_has_no_import_circle():
+    """No module of meteor_cctbx imports, even inside a function, one that imports it back
+    (file_checks <-> reflections <-> model_phases used to)."""
+    import ast
+
+    root = Path(__file__).resolve().parents[1] / "meteor_cctbx"
+    graph: dict[str, set[str]] = {}
+    for path in root.rglob("*.py"):
+        name = ".".join(path.relative_to(root.parent).with_suffix("").parts)
+        name = name.removesuffix(".__init__")
+        graph[name] = {node.module for node in ast.walk(ast.parse(path.read_text()))
+                       if isinstance(node, ast.ImportFrom) and node.module
+                       and node.module.startswith("meteor_cctbx.")}
+
+    def reaches(start: str, target: str, seen: set[str]) -> bool:
+        for module in graph.get(start, ()):
+            if module == target or (module not in seen and reaches(module, target,
+                                                                   seen | {module})):
+                return True
+        return False
+    circles = [name for name in graph if reaches(name, name, {name})]
+    assert not circles
+
+
+def test_every_step_of_local_scale_writing_shows_the_previous_set_or_the_new_one(
+        small_map, in_tmp, capsys, monkeypatch):
+    """What a kill before each rename or removal would leave: the previous set or, once the
+    JSON record is new, the whole new set (it used to rename each file as it was written)."""
+    names = ("run.cxc", "run.json", "run.png", "run_confidence.mrc", "run_scale.mrc")
+    previous = {name: f"previous {name}".encode() for name in names}
+    for name, content in previous.items():
+        (in_tmp / name).write_bytes(content)
+    states = []
+
+    def visible() -> dict[str, bytes]:
+        return {p.name: p.read_bytes() for p in in_tmp.iterdir() if not p.name.startswith(".")}
+    for function in ("replace", "remove"):
+        real = getattr(os, function)
+
+        def step(*args, _real=real, **kwargs):
+            states.append(visible())
+            return _real(*args, **kwargs)
+        monkeypatch.setattr(os, function, step)
+    status, _, err = run_program(LocalScale, [small_map, "output.prefix=run",
+                                              "output.overwrite=True"], capsys)
+    monkeypatch.undo()
+    assert status == 0, err
+    new = visible()
+    assert set(new) == set(names) and all(new[n] != previous[n] for n in names)
+    assert len(states) >= len(names) and states[0] == previous
+    for state in states:  # a JSON record vouches for a whole set; without one, no half file
+        assert all(state[n] in (previous[n], new[n]) for n in state)
+        assert "run.json" not in state or state in (previous, new)

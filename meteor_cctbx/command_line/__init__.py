@@ -92,7 +92,6 @@ def stopping_cleanly():
     """SIGTERM and SIGHUP raise ``Stopped`` while the block runs (main thread only), so that
     ``finally`` clauses remove temporary files; stdout and stderr closed by the caller
     (``>&-``) are replaced by /dev/null."""
-    saved_streams = sys.stdout, sys.stderr
     for descriptor, name in ((1, "stdout"), (2, "stderr")):
         try:
             os.fstat(descriptor)
@@ -112,13 +111,11 @@ def stopping_cleanly():
     finally:
         for number, handler in handlers.items():
             signal.signal(number, handler)
-        sys.stdout, sys.stderr = (saved if saved is not None else current for saved, current
-                                  in zip(saved_streams, (sys.stdout, sys.stderr)))
 
 
 def failed_step(error: BaseException) -> str:
-    """'module.function (file.py:line)' of the innermost meteor_cctbx frame of the traceback,
-    else of the innermost frame."""
+    """'function (file.py:line)' of the innermost meteor_cctbx frame of the traceback (the
+    step that failed), else of the innermost frame."""
     frames = traceback.extract_tb(error.__traceback__)
     ours = [f for f in frames if f"{os.sep}meteor_cctbx{os.sep}" in f.filename] or frames
     if not ours:
@@ -150,6 +147,13 @@ def write_error_log(program_class, args: Sequence[str], error: BaseException) ->
     return Path(os.devnull)
 
 
+def say(line: str) -> None:
+    """Print ``line`` on stderr after what the log printed so far."""
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+    print(line, file=sys.stderr)
+
+
 def run_as_command(program_class, args: Sequence[str] | None = None) -> int:
     """Run ``program_class`` on command-line ``args``; return the process exit status."""
     from meteor_cctbx.record import release_outputs
@@ -160,22 +164,21 @@ def run_as_command(program_class, args: Sequence[str] | None = None) -> int:
             run_program(program_class=program_class, args=args, parser_class=MeteorParser,
                         custom_process_arguments=explain_unrecognised_arguments)
         except Sorry as error:
-            print(f"Sorry: {one_line(error)}", file=sys.stderr)
+            say(f"Sorry: {one_line(error)}")
             return 1
         except SystemExit as exit_request:  # --help, --show-defaults
             return exit_request.code if isinstance(exit_request.code, int) else 0
         except (KeyboardInterrupt, Stopped) as stop:
-            print(f"Interrupted ({'SIGINT' if isinstance(stop, KeyboardInterrupt) else stop}): "
-                  f"no new output was written; earlier outputs are unchanged.",
-                  file=sys.stderr)
+            say(f"Interrupted ({'SIGINT' if isinstance(stop, KeyboardInterrupt) else stop}): "
+                f"no new output was written; earlier outputs are unchanged.")
             return 128 + getattr(stop, "signal_number", signal.SIGINT)
         except Exception as error:  # a bug or an input nothing checked: one line, log kept
             log = write_error_log(program_class, args, error)
             inputs = " ".join(a for a in args if "=" not in a) or "none"
-            print(f"Error: unexpected failure in {failed_step(error)} "
-                  f"({type(error).__name__}: {one_line(error)[:200]}) on inputs {inputs}; "
-                  f"no output was written. Please send {log} and the inputs to the "
-                  f"meteor_cctbx developers.", file=sys.stderr)
+            say(f"Error: unexpected failure in {failed_step(error)} "
+                f"({type(error).__name__}: {one_line(error)[:200]}) on inputs {inputs}; no "
+                f"output was written. Please send {log} and the inputs to the meteor_cctbx "
+                f"developers.")
             return 2
         finally:
             with contextlib.suppress(Exception):
