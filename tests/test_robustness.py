@@ -30,6 +30,7 @@ from meteor_cctbx.reflections import as_amplitudes, match_indexing
 from meteor_cctbx.synthetic import random_protein_like
 
 from helpers import assert_one_line_sorry, mtz_arrays, run_program
+from test_outputs import without_timings
 
 FAST = ["kweight.mode=fixed", "tv.mode=fixed"]
 OUTPUTS = ("meteor_diffmap.mtz", "meteor_diffmap.json", "meteor_diffmap.png",
@@ -601,13 +602,13 @@ def test_sharpen_unwritable_directory_and_full_disk(small_map, in_tmp, tmp_path,
     status, _, err = run_program(Sharpen, [small_map, "resolution=3",
                                            f"output.prefix={directory}/x"], capsys)
     assert_one_line_sorry(status, err, "not writable")
-    (in_tmp / "sharpened.json").write_text("previous")
+    (in_tmp / "meteor_sharpen.json").write_text("previous")
     reason = fill_disk_in(monkeypatch, "mtz")
     status, _, err = run_program(Sharpen, [small_map, "resolution=3", "output.overwrite=True",
                                            "sharpening.b_sharpen=20"], capsys)
-    assert_one_line_sorry(status, err, "sharpened.mtz", reason)
-    assert [p.name for p in in_tmp.iterdir()] == ["sharpened.json"]
-    assert (in_tmp / "sharpened.json").read_text() == "previous"
+    assert_one_line_sorry(status, err, "meteor_sharpen.mtz", reason)
+    assert [p.name for p in in_tmp.iterdir()] == ["meteor_sharpen.json"]
+    assert (in_tmp / "meteor_sharpen.json").read_text() == "previous"
 
 
 @pytest.mark.parametrize("args, fragments", [
@@ -951,16 +952,6 @@ def test_local_scale_full_disk_keeps_the_previous_set(small_map, in_tmp, capsys,
                                               "output.overwrite=True"], capsys)
     assert_one_line_sorry(status, err, "run.png", reason)
     assert {p.name: p.read_bytes() for p in in_tmp.iterdir()} == previous
-
-
-def without_timings(value):
-    """A JSON record without timings (keys naming seconds, timings or time)."""
-    if isinstance(value, dict):
-        return {k: without_timings(v) for k, v in value.items()
-                if not any(word in k for word in ("seconds", "timings", "time"))}
-    if isinstance(value, list):
-        return [without_timings(v) for v in value]
-    return value
 
 
 @pytest.fixture(scope="module")

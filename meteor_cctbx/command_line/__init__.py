@@ -48,9 +48,26 @@ def explain_unrecognised_arguments(parser) -> None:
 
 
 class MeteorParser(CCTBXParser):
-    """iotbx's parser with parameter errors reported as one sentence naming the parameter."""
+    """iotbx's parser with parameter errors reported as one sentence naming the parameter,
+    without the output parameters of libtbx's ProgramTemplate that our programs do not use,
+    and with help text in ``--show-defaults`` (an editable, documented .eff)."""
+
+    def __init__(self, program_class, *args, **kwargs):
+        from meteor_cctbx.phil import remove_unused_template_output
+
+        super().__init__(program_class, *args, **kwargs)
+        remove_unused_template_output(self.master_phil)
+        heading = "\n\nPHIL arguments:\n"
+        if heading in self.description:  # --help lists the parameters that remain
+            self.description = (self.description.split(heading)[0] + heading
+                                + self.master_phil.as_str(prefix="  ", expert_level=3,
+                                                          attributes_level=0))
 
     def parse_args(self, args, *rest, **kwargs):
+        args = list(args)
+        options = [a.split("=")[0].replace("_", "-") for a in args if a.startswith("--")]
+        if "--show-defaults" in options and "--attributes-level" not in options:
+            args.append("--attributes-level=1")  # each parameter with its .help
         try:
             return super().parse_args(args, *rest, **kwargs)
         except RuntimeError as error:  # libtbx.phil: bad value, out of range, bad syntax
@@ -124,15 +141,13 @@ def failed_step(error: BaseException) -> str:
     return f"{frame.name} ({Path(frame.filename).name}:{frame.lineno})"
 
 
-def write_error_log(program_class, args: Sequence[str], error: BaseException) -> Path:
-    """Write the traceback, arguments and versions to ``<program>_error.log`` in the current
-    directory (the temporary directory if that is not writable); return its path."""
+def write_error_log(program: str, args: Sequence[str], error: BaseException) -> Path:
+    """Write the traceback, arguments and versions to ``<program>_error.log`` (e.g.
+    meteor_diffmap_error.log) in the current directory (the temporary directory if that is not
+    writable); return its path."""
     from meteor_cctbx.record import software_versions
 
-    name = Path(str(getattr(program_class, "program_name", None)
-                    or program_class.__module__)).name
-    if name.endswith(".py"):  # ProgramTemplate's default: the script's path
-        name = f"meteor.{name[:-3]}"
+    name = program
     text = (f"{name} {' '.join(args)}\n\n"
             + "".join(traceback.format_exception(type(error), error, error.__traceback__))
             + "\nversions: " + ", ".join(f"{k} {v}" for k, v in software_versions().items())
@@ -156,9 +171,11 @@ def say(line: str) -> None:
 
 def run_as_command(program_class, args: Sequence[str] | None = None) -> int:
     """Run ``program_class`` on command-line ``args``; return the process exit status."""
-    from meteor_cctbx.record import release_outputs
+    from meteor_cctbx.record import COMMAND_LINE, release_outputs
 
     args = list(sys.argv[1:] if args is None else args)
+    program = "meteor." + program_class.__module__.rsplit(".", 1)[-1]  # programs/<name>.py
+    token = COMMAND_LINE.set([program, *map(str, args)])
     with stopping_cleanly():
         try:
             run_program(program_class=program_class, args=args, parser_class=MeteorParser,
@@ -173,7 +190,7 @@ def run_as_command(program_class, args: Sequence[str] | None = None) -> int:
                 f"no new output was written; earlier outputs are unchanged.")
             return 128 + getattr(stop, "signal_number", signal.SIGINT)
         except Exception as error:  # a bug or an input nothing checked: one line, log kept
-            log = write_error_log(program_class, args, error)
+            log = write_error_log(program, args, error)
             inputs = " ".join(a for a in args if "=" not in a) or "none"
             say(f"Error: unexpected failure in {failed_step(error)} "
                 f"({type(error).__name__}: {one_line(error)[:200]}) on inputs {inputs}; no "
@@ -184,6 +201,7 @@ def run_as_command(program_class, args: Sequence[str] | None = None) -> int:
             with contextlib.suppress(Exception):
                 sys.stdout.flush()
             release_outputs()
+            COMMAND_LINE.reset(token)
     return 0
 
 
