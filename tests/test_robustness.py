@@ -682,6 +682,8 @@ ROUND_TWO_DIFFMAP = [
      ["model_negative_occupancy.pdb", "negative occupancy", "fix the model"]),
     (lambda f, r: [f["der"], f["nat"], f["model"], "tv.search_range=1.0 0.001"],
      ["tv.search_range=1 0.001", "smallest first"]),
+    (lambda f, r: [f["der"], f["nat"], f["model"], "tv.relative_search_range=10 0.1"],
+     ["tv.relative_search_range=10 0.1", "smallest first"]),
     (lambda f, r: [f["der"], f["nat"], f["model"], "kweight.k_max=0", "kweight.mode=optimize"],
      ["kweight.k_max=0", "set kweight.k_max above 0"]),
     (lambda f, r: [f["der"], f["nat"], f["model"], "output.prefix=" + "a" * 300],
@@ -703,7 +705,8 @@ ROUND_TWO_DIFFMAP = [
 ]
 ROUND_TWO_DIFFMAP_IDS = ["model_all_b_9999", "model_atoms_on_one_site",
                          "model_one_site_without_bulk_solvent", "negative_occupancy",
-                         "reversed_tv_search_range", "k_max_zero", "prefix_too_long",
+                         "reversed_tv_search_range", "reversed_relative_tv_search_range",
+                         "k_max_zero", "prefix_too_long",
                          "input_name_too_long", "prefix_is_a_directory", "prefix_is_dot",
                          "derivative_identical_to_native", "all_zero_amplitudes",
                          "phil_file_with_unclosed_brace", "grid_beyond_memory"]
@@ -853,7 +856,7 @@ def test_resolution_beyond_nyquist_is_clamped_with_a_warning(small_map, in_tmp, 
     assert status == 0, err
     voxel = 30 / 32
     assert f"finer than the map's Nyquist limit (2 voxels = {2 * voxel:.3f} A)" in out
-    record = json.loads((in_tmp / "sharpened.json").read_text())
+    record = json.loads((in_tmp / "meteor_sharpen.json").read_text())
     assert record["resolution"] == pytest.approx(2 * voxel)
 
 

@@ -75,8 +75,9 @@ class MeteorParser(CCTBXParser):
                         f"values.") from error
 
     def process_files(self, file_list, *args, **kwargs):
-        """Check MTZ files and maps in Python before iotbx's C readers see them: a damaged
-        file would crash them or give an obscure message (see argument_checks.check_before_iotbx)."""
+        """Check MTZ, mmCIF and map files in Python before iotbx's C readers see them: a
+        damaged file would crash them or give an obscure message (see
+        argument_checks.check_before_iotbx)."""
         from meteor_cctbx.argument_checks import check_before_iotbx
 
         for file_name in file_list:

@@ -70,11 +70,12 @@ def check_search_ranges(params) -> None:
         raise Sorry(f"kweight.k_max={params.kweight.k_max:g} leaves no k to search "
                     f"(kweight.mode=optimize scans [0, k_max]): set kweight.k_max above 0, "
                     f"e.g. 1, or use kweight.mode=fixed.")
-    lower, upper = params.tv.search_range
-    if not 0 < lower < upper:
-        raise Sorry(f"tv.search_range={lower:g} {upper:g} is not an interval of positive TV "
-                    f"weights, smallest first (searched on a log scale): give e.g. "
-                    f"tv.search_range=0.001 1.0, or use tv.mode=fixed.")
+    for name, example in (("search_range", "0.001 1.0"), ("relative_search_range", "0.1 10")):
+        interval = getattr(params.tv, name)
+        if interval is not None and not 0 < interval[0] < interval[1]:
+            raise Sorry(f"tv.{name}={interval[0]:g} {interval[1]:g} is not an interval of "
+                        f"positive TV weights, smallest first (searched on a log scale): give "
+                        f"e.g. tv.{name}={example}, or use tv.mode=fixed.")
 
 
 class DifferenceProgram(ProgramTemplate):

@@ -266,9 +266,9 @@ Examples:
         if not arrays:
             from meteor_cctbx.reflections import describe_arrays
 
+            held = describe_arrays(self.data_manager.get_miller_arrays(filename=file_name))
             raise Sorry(f"{file_name} holds no map coefficients (amplitude + phase pairs), only "
-                        f"{describe_arrays(self.data_manager.get_miller_arrays(filename=file_name))}"
-                        f": give an MTZ with map coefficients (e.g. FWT,PHWT) or a map.")
+                        f"{held}: give an MTZ with map coefficients (e.g. FWT,PHWT) or a map.")
         available = ", ".join(arrays)
         if self.params.labels:
             wanted = ",".join(label for item in self.params.labels for label in
