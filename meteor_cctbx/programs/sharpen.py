@@ -182,7 +182,7 @@ Examples:
         self.timings: dict[str, float] = {}
         dm = self.data_manager
         self.record: dict = {"program": "meteor.sharpen", "versions": software_versions(),
-                             "run": run_context(dm.get_real_map_names()
+                             "run": run_context(self.map_file_names()  # not hash order
                                                 + dm.get_miller_array_names()
                                                 + dm.get_model_names()),
                              "parameters": params_as_dict(self.params),
