@@ -24,6 +24,7 @@ import numpy as np
 import scipy.fft
 import scipy.optimize
 
+from meteor_cctbx.grid import CellGrid
 from meteor_cctbx.maximize import ScanPoint, ScanResult, maximize_scalar
 from meteor_cctbx.negentropy import negentropy
 
@@ -96,19 +97,38 @@ class FourierMap:
                 np.sqrt(power[filled] / counts[filled]))
 
 
+def map_manager_from_coefficients(coefficients: miller.array,
+                                  sampling: float = 3.0) -> MapManager:
+    """The map of complex, non-anomalous ``coefficients`` over the whole unit cell.
+
+    Absolute scale, ρ(x) = (1/V) Σ F(h) exp(−2πi h·x) (e/Å³ for F in electrons; F000 absent, so
+    the mean is 0), on cctbx's crystal_gridding for the space group (spacing ≈ d_min/sampling,
+    dimensions compatible with the symmetry), origin at (0, 0, 0), wrapping.
+    """
+    cell_grid = CellGrid.for_set(coefficients, sampling=sampling)
+    values = cell_grid.to_map(coefficients.data().as_numpy_array())
+    return MapManager(map_data=flex.double(values.astype(np.float64)),
+                      unit_cell_grid=cell_grid.n_real,
+                      unit_cell_crystal_symmetry=coefficients.crystal_symmetry(),
+                      wrapping=True)
+
+
 # ----------------------------------------------------------------------------------------------
 # The resolution-dependent sharpening factor
 
 
 @dataclass(frozen=True)
 class SharpeningForm:
-    """Phenix's b_iso_to_d_cut form of the sharpening factor exp(B(d)·d*²/4).
+    """The sharpening factor exp(B(d)·d*²/4): b_sharpen to d_cut, blurred beyond it.
 
-    B(d) = b_sharpen for d ≫ d_cut and switches smoothly (logistic in d, steepness ``k_sharpen``
-    per Å) to b_sharpen − b_blur_hires for d ≪ d_cut.  Without ``b_blur_hires`` terms beyond
-    d_cut are left unsharpened when sharpening and blurred like the rest when blurring.  Without
-    ``d_cut`` or ``k_sharpen`` B(d) = b_sharpen everywhere.  Terms with d < ``d_min`` are
-    dropped; F000 is never changed (factor 1).
+    B(d) = b_sharpen for every d ≥ d_cut (so terms to the resolution are sharpened by the full
+    B and never blurred) and, beyond d_cut, switches smoothly to b_sharpen − b_blur_hires:
+    B(d) = b_sharpen − b_blur_hires·(1 − w), w = 2 / (1 + exp(k_sharpen·(d_cut − d))), which is
+    1 at d_cut and falls to 0 within about 1/k_sharpen Å.  (Phenix's b_iso_to_d_cut centres its
+    logistic on d_cut, which halves the terms at the resolution and blurs the shells just inside
+    it.)  Without ``b_blur_hires`` terms beyond d_cut are left unsharpened when sharpening and
+    blurred like the rest when blurring.  Without ``d_cut`` or ``k_sharpen`` B(d) = b_sharpen
+    everywhere.  Terms with d < ``d_min`` are dropped; F000 is never changed (factor 1).
     """
 
     d_min: float
@@ -133,7 +153,8 @@ class SharpeningForm:
         if self.switches(b_sharpen):
             with np.errstate(divide="ignore"):
                 d = 1.0 / np.sqrt(d_star_sq, dtype=np.float32)
-            low_res = 1.0 / (1.0 + np.exp(np.clip(self.k_sharpen * (self.d_cut - d), -20, 20)))
+            beyond = np.clip(self.k_sharpen * (self.d_cut - d), 0.0, 20.0)
+            low_res = 2.0 / (1.0 + np.exp(beyond))
             b_of_d = (b_sharpen * low_res
                       + self.high_resolution_b(b_sharpen) * (1.0 - low_res))
         else:
@@ -329,32 +350,49 @@ def wilson_b(map_coefficients: miller.array, d_min: float) -> float:
     return float(segment_and_split_map.get_b_iso(amplitudes, d_min=d_min))
 
 
+def search_for_map(search: BSearch, map_wilson_b: float | None) -> BSearch:
+    """The search range for a map of Wilson B ``map_wilson_b``: a blurred map (B > 0) is never
+    blurred further, so its search starts at b_sharpen = 0 at the lowest."""
+    if map_wilson_b is None or map_wilson_b <= 0 or search.b_min >= 0:
+        return search
+    if search.b_max <= 0:
+        raise Sorry(f"sharpening.search.b_max = {search.b_max:g} would blur a map whose "
+                    f"Wilson B is already {map_wilson_b:.1f} A^2: give a positive b_max.")
+    return BSearch(b_min=0.0, b_max=search.b_max, n_steps=search.n_steps,
+                   tolerance=search.tolerance)
+
+
 def sharpen_b_factor(map_manager: MapManager, resolution: float, form: SharpeningForm, *,
                      score_name: str = "negentropy", search: BSearch | None = None,
                      b_sharpen: float | None = None, b_iso: float | None = None,
+                     map_wilson_b: float | None = None,
                      solvent_content: float | None = None,
                      adjusted_sa: AdjustedSaSettings | None = None, workers: int = -1,
                      report: Callable[[ScanPoint], None] | None = None) -> BFactorSharpening:
     """Sharpen ``map_manager`` (origin at (0, 0, 0)) by one B, given or searched.
 
     ``b_sharpen`` applies that B; ``b_iso`` applies B_map − b_iso, B_map the map's Wilson B to
-    ``resolution`` (so the result has overall B ≈ b_iso); otherwise the B maximising
-    ``score_name`` over ``search`` is applied.
+    ``resolution`` (``map_wilson_b``, computed when not given), so the result has overall
+    B ≈ b_iso; otherwise the B maximising ``score_name`` over ``search`` is applied, never
+    below 0 for a blurred map (B_map > 0).
     """
     fourier = FourierMap.from_map(map_manager.map_data().as_numpy_array(),
                                   map_manager.crystal_symmetry().unit_cell(), workers)
     details: dict = {}
+    if map_wilson_b is None and b_sharpen is None:
+        map_wilson_b = wilson_b(map_manager.map_as_fourier_coefficients(d_min=form.d_min),
+                                resolution)
     if b_sharpen is not None:
         choice = "given b_sharpen"
     elif b_iso is not None:
-        b_before = wilson_b(map_manager.map_as_fourier_coefficients(d_min=form.d_min),
-                            resolution)
-        b_sharpen, choice = b_before - b_iso, f"target b_iso = {b_iso:g}"
-        details["b_iso_before"] = b_before
+        b_sharpen, choice = map_wilson_b - b_iso, f"target b_iso = {b_iso:g}"
+        details["b_iso_before"] = map_wilson_b
     else:
         score, details["solvent_fraction"] = make_score(
             score_name, map_manager, resolution, solvent_content, adjusted_sa)
-        details["scan"] = search_b_sharpen(fourier, form, score, search or BSearch(), report)
+        details["scan"] = search_b_sharpen(fourier, form, score,
+                                           search_for_map(search or BSearch(), map_wilson_b),
+                                           report)
         details["region_weight"] = getattr(score, "region_weight", None)
         b_sharpen, choice = details["scan"].best.parameter, f"maximum of {score_name}"
     return BFactorSharpening(

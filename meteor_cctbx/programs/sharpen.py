@@ -11,7 +11,7 @@ from cctbx import miller
 from iotbx.map_model_manager import map_model_manager as MapModelManager
 from libtbx import group_args
 from libtbx.program_template import ProgramTemplate
-from libtbx.utils import Sorry
+from libtbx.utils import Sorry, null_out
 
 from meteor_cctbx import sharpen
 from meteor_cctbx.file_checks import check_input_file
@@ -127,7 +127,7 @@ Examples:
         self.timings: dict[str, float] = {}
         self.record: dict = {"program": "meteor.sharpen", "versions": software_versions(),
                              "parameters": params_as_dict(self.params),
-                             "method": self.method}
+                             "method": self.method, "input_files": self.input_files()}
         workers = self.params.nproc or -1
         with self.timed("read input"):
             mmm, map_coefficients = self.read_inputs()
@@ -142,17 +142,19 @@ Examples:
         resolution = self.resolution(fsc, map_coefficients)
         d_min = resolution * self.params.sharpening.d_min_ratio
         self.record.update(resolution=resolution, fourier_d_min=d_min)
+        with self.timed("Wilson B"):
+            b_before = sharpen.wilson_b(input_map.map_as_fourier_coefficients(d_min=d_min),
+                                        resolution)
 
         self.header(f"Sharpening by method {self.method}")
         with self.timed(f"sharpen ({self.method})"):
-            sharpened, b_factor_result = self.sharpen(mmm, resolution, d_min, workers)
+            sharpened, b_factor_result = self.sharpen(mmm, resolution, d_min, b_before,
+                                                      workers)
 
         with self.timed("diagnostics"):
             scale = sharpen.applied_scale(
                 input_map.map_data().as_numpy_array(), sharpened.map_data().as_numpy_array(),
                 input_map.crystal_symmetry().unit_cell(), resolution, workers=workers)
-            b_before = sharpen.wilson_b(input_map.map_as_fourier_coefficients(d_min=d_min),
-                                        resolution)
             b_after = sharpen.wilson_b(sharpened.map_as_fourier_coefficients(d_min=d_min),
                                        resolution)
         self.record.update(effective_b=scale.effective_b, applied_scale=scale.as_dict(),
@@ -167,6 +169,14 @@ Examples:
             self.write_outputs(sharpened, map_coefficients, b_factor_result, d_min, scale, fsc)
         self._print("Timings (s): " + ", ".join(f"{k} {v:.2f}" for k, v in self.timings.items()))
 
+    def input_files(self) -> dict[str, list[str]]:
+        """The files read, by kind, as given (absolute paths)."""
+        dm = self.data_manager
+        return {kind: [os.path.abspath(name) for name in names] for kind, names in
+                (("maps", dm.get_real_map_names()),
+                 ("reflections", dm.get_miller_array_names()),
+                 ("models", dm.get_model_names())) if names}
+
     @contextlib.contextmanager
     def timed(self, stage: str):
         start = time.perf_counter()
@@ -179,8 +189,7 @@ Examples:
             if not self.data_manager.get_miller_array_names():
                 return self.data_manager.get_map_model_manager(from_phil=True), None
             map_coefficients = self.read_map_coefficients()
-            map_manager = map_coefficients.fft_map(resolution_factor=1 / 3).as_map_manager(
-                wrapping=True)
+            map_manager = sharpen.map_manager_from_coefficients(map_coefficients)
             model = (self.data_manager.get_model() if self.data_manager.get_model_names()
                      else None)
             return MapModelManager(map_manager=map_manager, model=model), map_coefficients
@@ -221,11 +230,12 @@ Examples:
         self._print(f"Resolution: {resolution:.2f} A ({source})")
         return resolution
 
-    def sharpen(self, mmm: MapModelManager, resolution: float, d_min: float, workers: int):
+    def sharpen(self, mmm: MapModelManager, resolution: float, d_min: float,
+                map_wilson_b: float, workers: int):
         """The sharpened map_manager and, for b_factor, the B-factor result."""
         s = self.params.sharpening
         nproc = self.params.nproc or os.cpu_count() or 1
-        mmm.set_log(self.logger)
+        mmm.set_log(self.logger if self.params.output.verbose else null_out())
         method = self.method
         if method == "half_map":
             return sharpen.sharpen_with_half_maps(mmm, resolution, anisotropic=s.anisotropic,
@@ -242,7 +252,8 @@ Examples:
             mmm.map_manager(), resolution, form, score_name=s.score,
             search=sharpen.BSearch(b_min=s.search.b_min, b_max=s.search.b_max,
                                    n_steps=s.search.n_steps, tolerance=s.search.tolerance),
-            b_sharpen=s.b_sharpen, b_iso=s.b_iso, solvent_content=self.params.solvent_content,
+            b_sharpen=s.b_sharpen, b_iso=s.b_iso, map_wilson_b=map_wilson_b,
+            solvent_content=self.params.solvent_content,
             adjusted_sa=sharpen.AdjustedSaSettings(
                 region_weight=s.adjusted_sa.region_weight,
                 fraction_occupied=s.adjusted_sa.fraction_occupied,
