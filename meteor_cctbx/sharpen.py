@@ -78,15 +78,18 @@ class FourierMap:
             weights[-1] = 1.0
         return np.broadcast_to(weights, self.coefficients.shape)
 
-    def shell_rms(self, d_min: float, n_shells: int) -> tuple[np.ndarray, np.ndarray]:
-        """Mean d*² and rms |F| in ``n_shells`` shells of equal d*³ width, from d_min outwards.
-
-        The F000 term is left out.
-        """
+    def shells(self, d_min: float, n_shells: int) -> tuple[np.ndarray, np.ndarray]:
+        """(selection, shell index of each selected term): ``n_shells`` shells of equal d*³
+        width from ∞ to ``d_min``; F000 and terms beyond d_min are not selected."""
         d_star_sq_max = 1.0 / d_min**2
         selected = (self.d_star_sq > 0) & (self.d_star_sq <= d_star_sq_max)
         s3 = self.d_star_sq[selected] ** 1.5
         shell = np.minimum((s3 / d_star_sq_max**1.5 * n_shells).astype(np.int64), n_shells - 1)
+        return selected, shell
+
+    def shell_rms(self, d_min: float, n_shells: int) -> tuple[np.ndarray, np.ndarray]:
+        """Mean d*² and rms |F| of the filled shells (see ``shells``)."""
+        selected, shell = self.shells(d_min, n_shells)
         counts = np.bincount(shell, minlength=n_shells)
         power = np.bincount(shell, weights=np.abs(self.coefficients[selected]) ** 2,
                             minlength=n_shells)
@@ -95,6 +98,33 @@ class FourierMap:
         filled = counts > 0
         return (mean_d_star_sq[filled] / counts[filled],
                 np.sqrt(power[filled] / counts[filled]))
+
+
+@dataclass
+class ShellFsc:
+    """Fourier shell correlation of two maps on one grid: per shell, mean d*² (Å⁻²), FSC and
+    the number of independent terms."""
+
+    d_star_sq: np.ndarray
+    fsc: np.ndarray
+    counts: np.ndarray
+
+    @classmethod
+    def of_maps(cls, fourier_1: FourierMap, fourier_2: FourierMap, d_min: float,
+                n_shells: int = 24) -> ShellFsc:
+        selected, shell = fourier_1.shells(d_min, n_shells)
+        a, b = fourier_1.coefficients[selected], fourier_2.coefficients[selected]
+        counts = np.bincount(shell, minlength=n_shells)
+        cross = np.bincount(shell, weights=a.real * b.real + a.imag * b.imag,
+                            minlength=n_shells)
+        power_1 = np.bincount(shell, weights=np.abs(a) ** 2, minlength=n_shells)
+        power_2 = np.bincount(shell, weights=np.abs(b) ** 2, minlength=n_shells)
+        mean_d_star_sq = np.bincount(shell, weights=fourier_1.d_star_sq[selected],
+                                     minlength=n_shells)
+        filled = (counts > 0) & (power_1 > 0) & (power_2 > 0)
+        return cls(d_star_sq=mean_d_star_sq[filled] / counts[filled],
+                   fsc=cross[filled] / np.sqrt(power_1[filled] * power_2[filled]),
+                   counts=counts[filled])
 
 
 def map_manager_from_coefficients(coefficients: miller.array,
@@ -147,6 +177,22 @@ class SharpeningForm:
             return b_sharpen
         return b_sharpen - self.b_blur_hires if self.b_blur_hires is not None else 0.0
 
+    @property
+    def d_signal(self) -> float:
+        """d (Å) of the highest-resolution terms kept."""
+        return self.d_min
+
+    def as_dict(self) -> dict:
+        return {"form": "b_to_d_cut", "d_min": self.d_min, "d_cut": self.d_cut,
+                "k_sharpen": self.k_sharpen, "b_blur_hires": self.b_blur_hires}
+
+    def describe(self, b_sharpen: float) -> str:
+        if not self.switches(b_sharpen):
+            return f"applied at every resolution, Fourier terms to {self.d_min:.2f} A"
+        return (f"applied for d >= d_cut = {self.d_cut:.2f} A, switching to "
+                f"{self.high_resolution_b(b_sharpen):.1f} A^2 beyond, Fourier terms to "
+                f"{self.d_min:.2f} A")
+
     def factors(self, d_star_sq: np.ndarray, b_sharpen: float) -> np.ndarray:
         """Per-coefficient factors (float32) for sharpening by ``b_sharpen`` Å²."""
         quarter_s2 = d_star_sq.astype(np.float32) / 4.0
@@ -162,6 +208,59 @@ class SharpeningForm:
         exponent = (b_of_d * quarter_s2).astype(np.float32)
         exponent[d_star_sq > 1.0 / self.d_min**2] = -np.inf
         return np.exp(exponent)
+
+
+@dataclass(frozen=True)
+class FscWeightedForm:
+    """Half-map sharpening factor exp(B·d*²/4)·C(d*²) for the average of two half maps.
+
+    C = 2·FSC/(1 + FSC), the correlation of the average with its noise-free signal (Rosenthal &
+    Henderson's C_ref squared): the weight that makes the average the best linear estimate of
+    that signal, shell by shell.  C is interpolated linearly in d*² between shell centres, and
+    is 0 from the first shell whose FSC is not above ``significance``/√(terms in the shell)
+    (noise alone gives FSC ~ 1/√n) on, so no shell of noise is sharpened.  Terms with d below
+    ``d_min`` are dropped; F000 is kept (factor 1).
+    """
+
+    d_min: float
+    d_star_sq: np.ndarray
+    weight: np.ndarray
+    fsc: ShellFsc
+
+    @classmethod
+    def from_half_maps(cls, fourier_1: FourierMap, fourier_2: FourierMap, d_min: float,
+                       n_shells: int = 24, significance: float = 3.0) -> FscWeightedForm:
+        fsc = ShellFsc.of_maps(fourier_1, fourier_2, d_min, n_shells)
+        weight = np.clip(2.0 * fsc.fsc / (1.0 + np.maximum(fsc.fsc, 0.0)), 0.0, 1.0)
+        noise_like = fsc.fsc <= significance / np.sqrt(fsc.counts)
+        if noise_like.any():
+            weight[int(np.argmax(noise_like)):] = 0.0
+        return cls(d_min=d_min, d_star_sq=fsc.d_star_sq, weight=weight, fsc=fsc)
+
+    @property
+    def d_signal(self) -> float:
+        """d (Å) of the last shell with weight > 0 (d_min when all have)."""
+        kept = self.d_star_sq[self.weight > 0]
+        return float(1.0 / math.sqrt(kept.max())) if kept.size else math.inf
+
+    def factors(self, d_star_sq: np.ndarray, b_sharpen: float) -> np.ndarray:
+        """Per-coefficient factors (float32) for sharpening by ``b_sharpen`` Å²."""
+        weight = np.interp(d_star_sq, self.d_star_sq, self.weight).astype(np.float32)
+        exponent = (np.float32(b_sharpen / 4.0) * d_star_sq).astype(np.float32)
+        exponent[(d_star_sq > 1.0 / self.d_min**2) | (weight == 0)] = -np.inf
+        factors = np.exp(exponent) * weight
+        factors[d_star_sq == 0] = 1.0
+        return factors
+
+    def as_dict(self) -> dict:
+        return {"form": "fsc_weighted", "d_min": self.d_min, "d_signal": self.d_signal,
+                "shell_d_star_sq": self.d_star_sq, "shell_fsc": self.fsc.fsc,
+                "shell_terms": self.fsc.counts, "shell_weight": self.weight}
+
+    def describe(self, b_sharpen: float) -> str:
+        return (f"applied with the half maps' FSC weight 2 FSC/(1 + FSC), which drops every "
+                f"term beyond d = {self.d_signal:.2f} A (no significant FSC); Fourier terms to "
+                f"{self.d_min:.2f} A")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -296,6 +395,7 @@ class BFactorSharpening:
     solvent_fraction: float | None = None
     region_weight: float | None = None
     b_iso_before: float | None = None
+    d_signal: float = 0.0  # Å: the map holds no terms with d below this
 
 
 def make_score(name: str, map_manager: MapManager, resolution: float,
@@ -322,7 +422,7 @@ def make_score(name: str, map_manager: MapManager, resolution: float,
     raise ValueError(f"unknown score {name!r}; choose one of {', '.join(SCORES)}")
 
 
-def search_b_sharpen(fourier: FourierMap, form: SharpeningForm,
+def search_b_sharpen(fourier: FourierMap, form: SharpeningForm | FscWeightedForm,
                      score: Callable[[np.ndarray], float], search: BSearch,
                      report: Callable[[ScanPoint], None] | None = None) -> ScanResult:
     """Maximise ``score`` of the map sharpened by b_sharpen over [search.b_min, search.b_max].
@@ -362,7 +462,8 @@ def search_for_map(search: BSearch, map_wilson_b: float | None) -> BSearch:
                    tolerance=search.tolerance)
 
 
-def sharpen_b_factor(map_manager: MapManager, resolution: float, form: SharpeningForm, *,
+def sharpen_b_factor(map_manager: MapManager, resolution: float,
+                     form: SharpeningForm | FscWeightedForm, *,
                      score_name: str = "negentropy", search: BSearch | None = None,
                      b_sharpen: float | None = None, b_iso: float | None = None,
                      map_wilson_b: float | None = None,
@@ -396,7 +497,7 @@ def sharpen_b_factor(map_manager: MapManager, resolution: float, form: Sharpenin
         details["region_weight"] = getattr(score, "region_weight", None)
         b_sharpen, choice = details["scan"].best.parameter, f"maximum of {score_name}"
     return BFactorSharpening(
-        b_sharpen=b_sharpen, choice=choice,
+        b_sharpen=b_sharpen, choice=choice, d_signal=form.d_signal,
         map_values=fourier.synthesize(form.factors(fourier.d_star_sq, b_sharpen)), **details)
 
 

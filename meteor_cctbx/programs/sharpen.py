@@ -155,14 +155,20 @@ Examples:
             scale = sharpen.applied_scale(
                 input_map.map_data().as_numpy_array(), sharpened.map_data().as_numpy_array(),
                 input_map.crystal_symmetry().unit_cell(), resolution, workers=workers)
+            d_wilson = resolution
+            if b_factor_result is not None and b_factor_result.d_signal > resolution:
+                d_wilson = b_factor_result.d_signal  # FSC weight: no terms beyond
+                b_before = sharpen.wilson_b(
+                    input_map.map_as_fourier_coefficients(d_min=d_min), d_wilson)
             b_after = sharpen.wilson_b(sharpened.map_as_fourier_coefficients(d_min=d_min),
-                                       resolution)
+                                       d_wilson)
         self.record.update(effective_b=scale.effective_b, applied_scale=scale.as_dict(),
-                           wilson_b_before=b_before, wilson_b_after=b_after)
+                           wilson_b_before=b_before, wilson_b_after=b_after,
+                           wilson_b_d_min=d_wilson)
         self._print(f"Effective B applied: {scale.effective_b:.1f} A^2 (the input sharpened "
                     f"by exp(B d*^2/4) to {resolution:.2f} A correlates best with the result: "
                     f"CC {scale.correlation:.3f})")
-        self._print(f"Overall (Wilson) B of the map to {resolution:.2f} A: {b_before:.1f} A^2 "
+        self._print(f"Overall (Wilson) B of the map to {d_wilson:.2f} A: {b_before:.1f} A^2 "
                     f"before, {b_after:.1f} A^2 after")
 
         with self.timed("write output"):
@@ -237,13 +243,19 @@ Examples:
         nproc = self.params.nproc or os.cpu_count() or 1
         mmm.set_log(self.logger if self.params.output.verbose else null_out())
         method = self.method
-        if method == "half_map":
+        if method == "half_map" and s.half_map_weighting == "cctbx":
             return sharpen.sharpen_with_half_maps(mmm, resolution, anisotropic=s.anisotropic,
                                                   local=s.local, nproc=nproc), None
         if method == "model":
             return sharpen.sharpen_with_model(mmm, resolution, anisotropic=s.anisotropic,
                                               local=s.local, nproc=nproc), None
-        form = self.sharpening_form(resolution, d_min)
+        if method == "half_map":
+            form = sharpen.FscWeightedForm.from_half_maps(
+                *(sharpen.FourierMap.from_map(m.map_data().as_numpy_array(),
+                                              m.crystal_symmetry().unit_cell(), workers)
+                  for m in (mmm.map_manager_1(), mmm.map_manager_2())), d_min)
+        else:
+            form = self.sharpening_form(resolution, d_min)
         if s.b_sharpen is None and s.b_iso is None:
             self._print(f"Searching b_sharpen from {s.search.b_min:g} to {s.search.b_max:g} "
                         f"A^2 ({s.search.n_steps} steps, refined to {s.search.tolerance:g} "
@@ -276,17 +288,14 @@ Examples:
             self._print(f"adjusted_sa region weight: {result.region_weight:.2f}")
         if result.b_iso_before is not None:
             self._print(f"Overall B of the input map: {result.b_iso_before:.1f} A^2")
-        self._print(f"Chosen b_sharpen: {result.b_sharpen:.1f} A^2 ({result.choice}); applied "
-                    f"for d > d_cut = {form.d_cut:.2f} A, switching to "
-                    f"{form.high_resolution_b(result.b_sharpen):.1f} A^2 beyond, Fourier "
-                    f"terms to {form.d_min:.2f} A")
+        self._print(f"Chosen b_sharpen: {result.b_sharpen:.1f} A^2 ({result.choice}); "
+                    f"{form.describe(result.b_sharpen)}")
         self.record["b_factor"] = {
             "b_sharpen": result.b_sharpen, "choice": result.choice,
             "score": self.params.sharpening.score if result.scan else None,
             "scan": result.scan.as_dict() if result.scan else None,
             "solvent_fraction": result.solvent_fraction, "region_weight": result.region_weight,
-            "wilson_b_before": result.b_iso_before, "d_cut": form.d_cut,
-            "k_sharpen": form.k_sharpen, "b_blur_hires": form.b_blur_hires}
+            "wilson_b_before": result.b_iso_before, **form.as_dict()}
 
     # ------------------------------------------------------------------------------------------
 
