@@ -104,12 +104,22 @@ def main() -> None:
 
     model = mmtbx.model.manager(model_input=iotbx.pdb.input(
         source_info=None, lines=structure.as_pdb_file()))
+    def fsc_weighted():
+        fourier = [sharpen.FourierMap.from_map(h, symmetry.unit_cell(), args.nproc)
+                   for h in halves]
+        fsc_form = sharpen.FscWeightedForm.from_half_maps(*fourier, 0.833 * D_MIN)
+        return sharpen.sharpen_b_factor(map_manager((halves[0] + halves[1]) / 2, symmetry),
+                                        D_MIN, fsc_form, workers=args.nproc), fsc_form
+
+    (result, fsc_form), seconds = timed(fsc_weighted)
+    report("meteor half_map (FSC weight, default)", result.map_values, seconds,
+           f"b_sharpen {result.b_sharpen:.1f}, signal to {fsc_form.d_signal:.2f} A")
     mmm = MapModelManager(map_manager_1=map_manager(halves[0], symmetry, wrapping=False),
                           map_manager_2=map_manager(halves[1], symmetry, wrapping=False))
     mmm.set_log(io.StringIO())
     sharpened, seconds = timed(lambda: sharpen.sharpen_with_half_maps(
         mmm, D_MIN, anisotropic=True, local=False, nproc=args.nproc))
-    report("meteor half_map (anisotropic)", sharpened.map_data().as_numpy_array(), seconds)
+    report("cctbx half_map_sharpen (aniso)", sharpened.map_data().as_numpy_array(), seconds)
     if args.local:
         sharpened, seconds = timed(lambda: sharpen.sharpen_with_half_maps(
             mmm, D_MIN, anisotropic=True, local=True, nproc=args.nproc))
@@ -120,15 +130,25 @@ def main() -> None:
     mmm.set_log(io.StringIO())
     sharpened, seconds = timed(lambda: sharpen.sharpen_with_model(
         mmm, D_MIN, anisotropic=True, local=False, nproc=args.nproc))
-    report("meteor model (anisotropic)", sharpened.map_data().as_numpy_array(), seconds)
+    report("cctbx model_sharpen (aniso)", sharpened.map_data().as_numpy_array(), seconds)
 
     si, seconds = timed(lambda: segment_and_split_map.auto_sharpen_map_or_map_coeffs(
         resolution=D_MIN, crystal_symmetry=symmetry, map=flex.double(noisy),
         auto_sharpen_methods=["no_sharpening", "b_iso_to_d_cut"],
         density_select_in_auto_sharpen=False, box_in_auto_sharpen=False,
         nproc=args.nproc, out=io.StringIO()))
-    report("cctbx auto_sharpen_map_or_map_coeffs", si.map_data.as_numpy_array(), seconds,
-           f"{si.sharpening_method}, b_sharpen {si.b_sharpen:.1f}")
+    report("cctbx auto_sharpen b_iso_to_d_cut", si.map_data.as_numpy_array(), seconds,
+           f"{si.sharpening_method}, b_sharpen {si.b_sharpen:.1f}, adjusted_sa")
+    full_coefficients = map_manager(noisy, symmetry).map_as_fourier_coefficients(
+        d_min=0.833 * D_MIN)
+    best = max(((b, cc(segment_and_split_map.apply_sharpening(
+        map_coeffs=full_coefficients, n_real=(args.size,) * 3, b_sharpen=float(b),
+        crystal_symmetry=symmetry, d_min=D_MIN, k_sharpen=10.0, b_blur_hires=200.0,
+        out=io.StringIO()).map_data.as_numpy_array(), truth))
+        for b in range(0, 301, 10)), key=lambda item: item[1])
+    rows.append({"method": "cctbx b_iso_to_d_cut at the best B (oracle)", "seconds": None,
+                 "cc_truth": best[1], "note": f"b_sharpen {best[0]} chosen with the truth"})
+    print(f"{rows[-1]['method']:34s} {'':8s}     CC(truth) {best[1]:.3f}   {rows[-1]['note']}")
 
     with tempfile.TemporaryDirectory() as directory:
         map_manager(noisy, symmetry).write_map(str(Path(directory) / "in.ccp4"))

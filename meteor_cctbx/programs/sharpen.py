@@ -13,7 +13,7 @@ from libtbx import group_args
 from libtbx.program_template import ProgramTemplate
 from libtbx.utils import Sorry, null_out
 
-from meteor_cctbx import sharpen
+from meteor_cctbx import local_sharpen, sharpen
 from meteor_cctbx.file_checks import check_input_file
 from meteor_cctbx.phil import master_phil_str
 from meteor_cctbx.record import (Panel, check_outputs_writable, output_set, params_as_dict,
@@ -249,21 +249,23 @@ Examples:
         if method == "model":
             return sharpen.sharpen_with_model(mmm, resolution, anisotropic=s.anisotropic,
                                               local=s.local, nproc=nproc), None
+        halves = ([self.fourier_map(m, workers) for m in (mmm.map_manager_1(),
+                                                           mmm.map_manager_2())]
+                  if mmm.map_manager_1() and mmm.map_manager_2() else None)
         if method == "half_map":
-            form = sharpen.FscWeightedForm.from_half_maps(
-                *(sharpen.FourierMap.from_map(m.map_data().as_numpy_array(),
-                                              m.crystal_symmetry().unit_cell(), workers)
-                  for m in (mmm.map_manager_1(), mmm.map_manager_2())), d_min)
+            form = sharpen.FscWeightedForm.from_half_maps(*halves, d_min)
         else:
             form = self.sharpening_form(resolution, d_min)
+        search = sharpen.search_for_map(
+            sharpen.BSearch(b_min=s.search.b_min, b_max=s.search.b_max,
+                            n_steps=s.search.n_steps, tolerance=s.search.tolerance),
+            map_wilson_b)
         if s.b_sharpen is None and s.b_iso is None:
-            self._print(f"Searching b_sharpen from {s.search.b_min:g} to {s.search.b_max:g} "
-                        f"A^2 ({s.search.n_steps} steps, refined to {s.search.tolerance:g} "
+            self._print(f"Searching b_sharpen from {search.b_min:g} to {search.b_max:g} "
+                        f"A^2 ({search.n_steps} steps, refined to {search.tolerance:g} "
                         f"A^2), maximising {s.score}:")
         result = sharpen.sharpen_b_factor(
-            mmm.map_manager(), resolution, form, score_name=s.score,
-            search=sharpen.BSearch(b_min=s.search.b_min, b_max=s.search.b_max,
-                                   n_steps=s.search.n_steps, tolerance=s.search.tolerance),
+            mmm.map_manager(), resolution, form, score_name=s.score, search=search,
             b_sharpen=s.b_sharpen, b_iso=s.b_iso, map_wilson_b=map_wilson_b,
             solvent_content=self.params.solvent_content,
             adjusted_sa=sharpen.AdjustedSaSettings(
@@ -273,7 +275,42 @@ Examples:
                 max_regions_to_test=s.adjusted_sa.max_regions_to_test),
             workers=workers, report=sharpen.print_scan_point(self.logger, s.score))
         self.report_b_factor(result, form)
+        if s.local:
+            result.map_values = self.sharpen_locally(mmm.map_manager(), form, result, search,
+                                                     halves, resolution, workers)
         return sharpen.map_manager_like(mmm.map_manager(), result.map_values), result
+
+    @staticmethod
+    def fourier_map(map_manager, workers: int) -> sharpen.FourierMap:
+        return sharpen.FourierMap.from_map(map_manager.map_data().as_numpy_array(),
+                                           map_manager.crystal_symmetry().unit_cell(), workers)
+
+    def sharpen_locally(self, map_manager, form, result: sharpen.BFactorSharpening,
+                        search: sharpen.BSearch, halves, resolution: float,
+                        workers: int) -> np.ndarray:
+        """The map sharpened voxel by voxel around the global b_sharpen (local_sharpen.py)."""
+        s = self.params.sharpening
+        d_fit = max(resolution, result.d_signal)
+        d_max = s.local_d_max or 2.0 * d_fit
+        radius = s.local_radius or 2.4 * resolution
+        if not d_max > d_fit:
+            raise Sorry(f"sharpening.local_d_max ({d_max:g} A) must be above the resolution "
+                        f"the local B is fitted to ({d_fit:.2f} A).")
+        fourier = self.fourier_map(map_manager, workers)
+        molecule = sharpen.MolecularRegion.of_map(map_manager, resolution,
+                                                  self.params.solvent_content).mask
+        local = local_sharpen.sharpen_b_locally(
+            fourier, lambda b: form.factors(fourier.d_star_sq, b),
+            halves or [fourier], molecule, result.b_sharpen, d_fit, d_max=d_max,
+            radius=radius, b_min=search.b_min, b_max=search.b_max)
+        summary = local.summary()
+        self.record["local"] = {"from": "half maps" if halves else "map", "d_max": d_max,
+                                "d_min": d_fit, **summary}
+        low, _, median, _, high = summary["b_applied"]
+        self._print(f"Local sharpening (local B from the {self.record['local']['from']}, "
+                    f"{d_max:.2f}-{d_fit:.2f} A, window rms {radius:.1f} A): b_sharpen in the "
+                    f"molecule {median:.1f} A^2 (5-95 %: {low:.1f} to {high:.1f})")
+        return local.map_values
 
     def sharpening_form(self, resolution: float, d_min: float) -> sharpen.SharpeningForm:
         s = self.params.sharpening
