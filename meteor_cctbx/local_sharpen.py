@@ -49,7 +49,7 @@ def band_centres(d_max: float, d_min: float, n_bands: int) -> np.ndarray:
 
 
 def local_b(maps: list[FourierMap], d_min: float, *, d_max: float = 5.0, n_bands: int = 6,
-            band_width: float = 0.04, radius: float = 6.0) -> LocalB:
+            band_width: float = 0.04, radius: float = 4.0) -> LocalB:
     """Local Wilson B of one map (``maps = [map]``) or of two half maps (their cross power).
 
     ``radius`` is the rms width (Å) of the Gaussian window.  The bands are Gaussians in |d*|
@@ -167,10 +167,15 @@ def sharpen_b_locally(fourier: FourierMap, factors_of_b: Callable[[float], np.nd
     """
     estimate = local_b(maps_for_b, d_min, d_max=d_max, radius=radius)
     window = gaussian_transfer(fourier, radius)
-    weight = scipy.fft.irfftn(scipy.fft.rfftn(molecule.astype(np.float32),
-                                              workers=fourier.workers) * window,
-                              s=fourier.shape, workers=fourier.workers)
-    b_applied = local_sharpening_b(estimate.b_map, np.clip(weight, 0.0, 1.0), b_global,
-                                   b_min, b_max)
+
+    def smooth(values: np.ndarray) -> np.ndarray:
+        return scipy.fft.irfftn(scipy.fft.rfftn(values, workers=fourier.workers) * window,
+                                s=fourier.shape, workers=fourier.workers)
+
+    weight = np.clip(smooth(molecule.astype(np.float32)), 0.0, 1.0)
+    # average B over the molecule with the same window (normalised convolution): B values,
+    # unlike band powers, average without strong regions swamping weak ones
+    b_smooth = smooth(weight * estimate.b_map) / np.maximum(smooth(weight), 1e-3)
+    b_applied = local_sharpening_b(b_smooth, weight, b_global, b_min, b_max)
     return LocalSharpening(map_values=sharpen_locally(fourier, b_applied, factors_of_b),
                            local_b=estimate, b_applied=b_applied, molecule=molecule)

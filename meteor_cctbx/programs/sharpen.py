@@ -292,7 +292,7 @@ Examples:
         s = self.params.sharpening
         d_fit = max(resolution, result.d_signal)
         d_max = s.local_d_max or 2.0 * d_fit
-        radius = s.local_radius or 2.4 * resolution
+        radius = s.local_radius or 1.6 * resolution
         if not d_max > d_fit:
             raise Sorry(f"sharpening.local_d_max ({d_max:g} A) must be above the resolution "
                         f"the local B is fitted to ({d_fit:.2f} A).")
