@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 # cctbx before scipy (see meteor_cctbx/sharpen.py)
 from cctbx import crystal, maptbx, miller, xray
@@ -489,12 +493,39 @@ def test_show_defaults_is_a_parameter_file_that_runs(data, tmp_path, monkeypatch
         "kurtosis"
 
 
-def test_auto_with_a_model_runs_model_sharpening(data, structure, tmp_path, monkeypatch):
+def test_auto_with_a_model_runs_model_sharpening(data, structure, tmp_path, monkeypatch,
+                                                 capsys):
+    """Model sharpening (cctbx) with a Phenix-sized log; cctbx's tables only when verbose."""
     map_manager(data["noisy"], data["symmetry"], wrapping=False).write_map(
         str(tmp_path / "in.ccp4"))
     (tmp_path / "model.pdb").write_text(structure.as_pdb_file())
+    capsys.readouterr()
     assert run(["in.ccp4", "model.pdb", f"resolution={D_MIN}"], tmp_path, monkeypatch) == 0
+    quiet = capsys.readouterr().out.count("\n")
+    assert run(["in.ccp4", "model.pdb", f"resolution={D_MIN}", "output.verbose=True",
+                "output.prefix=verbose"], tmp_path, monkeypatch) == 0
+    assert quiet < 150 < capsys.readouterr().out.count("\n")
     record = json.loads((tmp_path / "sharpened.json").read_text())
     assert record["method"] == "model" and record["effective_b"] > 0
     out = read_map(tmp_path / "sharpened.ccp4").map_data().as_numpy_array()
     assert cc(out, data["truth"]) > cc(data["noisy"], data["truth"]) + 0.02
+
+
+def test_half_map_outputs_do_not_depend_on_the_hash_seed(data, tmp_path):
+    """Two runs in fresh interpreters with different PYTHONHASHSEED write identical files."""
+    for i, half in enumerate(data["halves"]):
+        map_manager(half[::2, ::2, ::2], data["symmetry"]).write_map(
+            str(tmp_path / f"half_{i}.ccp4"))
+    root = Path(__file__).resolve().parents[1]
+    for seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": seed,
+               "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+        subprocess.run([sys.executable, "-c", "from meteor_cctbx.command_line.sharpen import "
+                        "main; main()", "half_map=half_0.ccp4", "half_map=half_1.ccp4",
+                        "resolution=5", f"output.prefix=seed_{seed}"], cwd=tmp_path, env=env,
+                       check=True, stdout=subprocess.DEVNULL)
+    for suffix in (".ccp4", ".mtz"):
+        assert (tmp_path / f"seed_1{suffix}").read_bytes() == \
+            (tmp_path / f"seed_2{suffix}").read_bytes()
+    label = read_map(tmp_path / "seed_1.ccp4").labels[0]
+    assert "half_0.ccp4 and half_1.ccp4" in label

@@ -176,11 +176,13 @@ Examples:
         self._print("Timings (s): " + ", ".join(f"{k} {v:.2f}" for k, v in self.timings.items()))
 
     def input_files(self) -> dict[str, list[str]]:
-        """The files read, by kind, as given (absolute paths)."""
-        dm = self.data_manager
+        """The files read, by kind (absolute paths): maps in the order full map, half maps as
+        given, then any other (the data manager keeps half maps in no fixed order)."""
+        dm, p = self.data_manager, self.params.map_model
+        named = [name for name in [p.full_map, *p.half_map] if name]
+        maps = named + [name for name in dm.get_real_map_names() if name not in named]
         return {kind: [os.path.abspath(name) for name in names] for kind, names in
-                (("maps", dm.get_real_map_names()),
-                 ("reflections", dm.get_miller_array_names()),
+                (("maps", maps), ("reflections", dm.get_miller_array_names()),
                  ("models", dm.get_model_names())) if names}
 
     @contextlib.contextmanager
@@ -341,6 +343,11 @@ Examples:
         paths = self.output_paths()
         check_outputs_writable(paths.values(), self.params.output.overwrite)
         sharpened.set_program_name("meteor.sharpen")
+        # the first label names the input; cctbx names an average of half maps after a set of
+        # their names, whose order changes with PYTHONHASHSEED: name the inputs in given order
+        inputs = self.record["input_files"]
+        sharpened.file_name = " and ".join(os.path.basename(name) for name in
+                                           inputs.get("maps") or inputs.get("reflections"))
         sharpened.add_label(f"meteor.sharpen {self.method}: effective B "
                             f"{scale.effective_b:.1f} A**2")
         if map_coefficients is not None and b_factor_result is not None:
