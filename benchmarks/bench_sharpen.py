@@ -35,16 +35,16 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from test_sharpen import blurred, cc, chain_sites, map_manager  # noqa: E402
 
-from meteor_cctbx import sharpen  # noqa: E402
+from meteor_cctbx import local_sharpen, sharpen  # noqa: E402
 
 D_MIN = 2.5
 BLUR = 100.0
 
 
-def build(size: int):
+def build(size: int, seed: int = 1):
     """Truth, noisy full map, two noisy half maps (numpy), crystal symmetry and the model."""
     cell = size * 0.625
-    rng = np.random.default_rng(1)
+    rng = np.random.default_rng(seed)
     symmetry = crystal.symmetry((cell,) * 3 + (90, 90, 90), "P1")
     radius = 0.3 * cell
     scatterers = flex.xray_scatterer()
@@ -62,7 +62,7 @@ def build(size: int):
         ).as_numpy_array()
 
     truth, clean = as_map(f_calc), as_map(blurred(f_calc, BLUR))
-    noise = np.random.default_rng(0)
+    noise = np.random.default_rng(seed - 1)
     noisy = clean + noise.normal(scale=0.35 * clean.std(), size=clean.shape)
     halves = [clean + noise.normal(scale=clean.std(), size=clean.shape) for _ in range(2)]
     return truth, noisy, halves, symmetry, structure
@@ -78,12 +78,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--nproc", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=1,
+                        help="structure seed (noise: seed - 1); 1 is the tests' structure")
     parser.add_argument("--local", action="store_true",
                         help="also time local half-map sharpening (minutes)")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args()
 
-    (truth, noisy, halves, symmetry, structure), seconds = timed(lambda: build(args.size))
+    (truth, noisy, halves, symmetry, structure), seconds = timed(lambda: build(args.size, args.seed))
     print(f"Built {args.size}^3 synthetic maps ({structure.scatterers().size()} atoms) in "
           f"{seconds:.1f} s; CC(input, truth) = {cc(noisy, truth):.3f}, "
           f"CC(half-map average, truth) = {cc((halves[0] + halves[1]) / 2, truth):.3f}")
@@ -121,10 +123,30 @@ def main() -> None:
         mmm, D_MIN, anisotropic=True, local=False, nproc=args.nproc))
     report("cctbx half_map_sharpen (aniso)", sharpened.map_data().as_numpy_array(), seconds)
     if args.local:
+        def local_fsc_weighted():
+            (overall, fsc_form), fourier = fsc_weighted(), [
+                sharpen.FourierMap.from_map(h, symmetry.unit_cell(), args.nproc)
+                for h in halves]
+            average = sharpen.FourierMap.from_map((halves[0] + halves[1]) / 2,
+                                                  symmetry.unit_cell(), args.nproc)
+            molecule = sharpen.MolecularRegion.of_map(
+                map_manager((halves[0] + halves[1]) / 2, symmetry), D_MIN).mask
+            d_fit = max(D_MIN, fsc_form.d_signal)
+            return local_sharpen.sharpen_b_locally(
+                average, lambda b: fsc_form.factors(average.d_star_sq, b), fourier, molecule,
+                overall.b_sharpen, d_fit, d_max=2 * d_fit, radius=1.6 * D_MIN, b_min=0.0,
+                b_max=300.0)
+
+        local, seconds = timed(local_fsc_weighted)
+        report("meteor half_map local (FSC weight)", local.map_values, seconds,
+               "overall choice + local B, all included")
+        mmm = MapModelManager(map_manager_1=map_manager(halves[0], symmetry, wrapping=False),
+                              map_manager_2=map_manager(halves[1], symmetry, wrapping=False))
+        mmm.set_log(io.StringIO())
         sharpened, seconds = timed(lambda: sharpen.sharpen_with_half_maps(
             mmm, D_MIN, anisotropic=True, local=True, nproc=args.nproc))
-        report("meteor half_map (aniso, local)", sharpened.map_data().as_numpy_array(),
-               seconds)
+        report("cctbx half_map_sharpen (aniso, local)", sharpened.map_data().as_numpy_array(),
+               seconds, "the previous meteor.sharpen local path")
     mmm = MapModelManager(map_manager=map_manager(noisy, symmetry, wrapping=False),
                           model=model)
     mmm.set_log(io.StringIO())
@@ -162,6 +184,7 @@ def main() -> None:
                "whole command incl. I/O and diagnostics")
     if args.json:
         args.json.write_text(json.dumps({"size": args.size, "nproc": args.nproc,
+                                         "seed": args.seed,
                                          "results": rows}, indent=2) + "\n")
 
 

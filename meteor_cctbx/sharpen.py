@@ -524,9 +524,14 @@ def sharpen_with_half_maps(mmm: MapModelManager, resolution: float, *, anisotrop
     mmm must hold map_manager, map_manager_1 and map_manager_2; the result is a new map_manager
     on the same grid and origin.
     """
+    # cctbx's overall-local-overall path scales the half maps too and asserts that every map
+    # it scales has an output id
     mmm.half_map_sharpen(resolution=resolution, anisotropic_sharpen=anisotropic,
                          local_sharpen=local, overall_sharpen_before_and_after_local=local,
-                         map_id_scaled_list=[SHARPENED_ID], nproc=nproc)
+                         map_id_to_be_scaled_list=["map_manager", "map_manager_1",
+                                                   "map_manager_2"],
+                         map_id_scaled_list=[SHARPENED_ID, SHARPENED_ID + "_1",
+                                             SHARPENED_ID + "_2"], nproc=nproc)
     return _sharpened_map(mmm, "half-map")
 
 
@@ -535,6 +540,7 @@ def sharpen_with_model(mmm: MapModelManager, resolution: float, *, anisotropic: 
     """Map-model FSC-weighted shell sharpening of mmm's map (cctbx); mmm must hold a model."""
     mmm.model_sharpen(resolution=resolution, anisotropic_sharpen=anisotropic,
                       local_sharpen=local, overall_sharpen_before_and_after_local=local,
+                      map_id_to_be_scaled_list=["map_manager"],
                       map_id_scaled_list=[SHARPENED_ID], nproc=nproc)
     return _sharpened_map(mmm, "model-based")
 
