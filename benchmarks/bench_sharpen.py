@@ -1,16 +1,27 @@
-"""Benchmark meteor.sharpen's methods on a 128^3 map against cctbx's
-auto_sharpen_map_or_map_coeffs on the same input, in the same run.
+"""Benchmark meteor.sharpen's methods on a 128^3 map against cctbx on the same input, in the
+same run.
 
-    python benchmarks/bench_sharpen.py [--size 128] [--nproc 2] [--local] [--json out.json]
+    python benchmarks/bench_sharpen.py [--size 128] [--seed 1] [--nproc 2] [--local]
+                                       [--json out.json]
 
 The map is the synthetic truth of tests/test_sharpen.py scaled up: a chain of carbon atoms
 (B = 20 A^2) filling a sphere of 0.3 x the cell in a P1 cell of 0.625 A voxels, structure
 factors to 2.5 A, blurred by B = 100 A^2, white noise of 0.35 x its rms (full map) or 1.0 x
-(each half map).  Timed: the sharpening call of each method (the Fourier transform of the map,
-the search and the final map; no file I/O), cctbx's auto-sharpen with the b_iso_to_d_cut
-search it runs in Phenix (adjusted_sa target; density_select off, as its default path imports
-Phenix's GUI), and the whole meteor.sharpen command (read, search, diagnostics, four outputs).
-Each result's correlation with the unblurred truth is printed next to its time.
+(each half map).  --seed changes the structure (and the noise): seed 1 is the tests' structure,
+others are hold-out maps.  Rows (each with its CC with the unblurred truth and its time):
+
+  meteor b_factor (3 scores)        sharpen_b_factor on the full map (FFT, search, final map)
+  meteor half_map (FSC weight)      the default half-map method from the two half maps
+  cctbx half_map_sharpen            cctbx's half-map shell sharpening (half_map_weighting=cctbx)
+  cctbx model_sharpen               cctbx's map-model sharpening with the true model
+  cctbx auto_sharpen b_iso_to_d_cut cctbx's auto_sharpen_map_or_map_coeffs as Phenix runs it
+                                    (adjusted_sa target; density_select off: its default path
+                                    imports Phenix's GUI)
+  cctbx b_iso_to_d_cut, oracle      cctbx's apply_sharpening at the b_sharpen (0..300 step 10)
+                                    that correlates best with the truth: the best any choice
+                                    of B can do in Phenix's form (not a method: uses the truth)
+  meteor.sharpen command            the whole command (read, search, diagnostics, 4 outputs)
+  --local: meteor local (half maps) and cctbx's local half_map_sharpen, both whole calls
 """
 from __future__ import annotations
 
@@ -85,7 +96,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args()
 
-    (truth, noisy, halves, symmetry, structure), seconds = timed(lambda: build(args.size, args.seed))
+    (truth, noisy, halves, symmetry, structure), seconds = timed(
+        lambda: build(args.size, args.seed))
     print(f"Built {args.size}^3 synthetic maps ({structure.scatterers().size()} atoms) in "
           f"{seconds:.1f} s; CC(input, truth) = {cc(noisy, truth):.3f}, "
           f"CC(half-map average, truth) = {cc((halves[0] + halves[1]) / 2, truth):.3f}")
