@@ -266,17 +266,17 @@ def read_map(path) -> MapManager:
 def test_program_writes_map_coefficients_record_and_plot(data, tmp_path, monkeypatch):
     map_manager(data["noisy"], data["symmetry"]).write_map(str(tmp_path / "in.ccp4"))
     assert run(["in.ccp4", f"resolution={D_MIN}"], tmp_path, monkeypatch) == 0
-    record = json.loads((tmp_path / "sharpened.json").read_text())
+    record = json.loads((tmp_path / "meteor_sharpen.json").read_text())
     assert record["method"] == "b_factor"
     points = record["b_factor"]["scan"]["points"]
     assert len(points) >= 21 and record["b_factor"]["b_sharpen"] == max(
         points, key=lambda p: p["score"])["parameter"]
     assert record["effective_b"] is not None and record["timings"]
-    out = read_map(tmp_path / "sharpened.ccp4").map_data().as_numpy_array()
+    out = read_map(tmp_path / "meteor_sharpen.ccp4").map_data().as_numpy_array()
     assert cc(out, data["truth"]) > cc(data["noisy"], data["truth"])
-    labels = iotbx.mtz.object(str(tmp_path / "sharpened.mtz")).column_labels()
+    labels = iotbx.mtz.object(str(tmp_path / "meteor_sharpen.mtz")).column_labels()
     assert "FWT" in labels and "PHWT" in labels
-    assert (tmp_path / "sharpened.png").stat().st_size > 0
+    assert (tmp_path / "meteor_sharpen.png").stat().st_size > 0
 
 
 def test_mtz_and_map_input_give_the_same_answer(data, tmp_path, monkeypatch):
@@ -329,8 +329,8 @@ def test_map_to_coefficients_to_sharpen_equals_map_to_sharpen(data, tmp_path, mo
     records = [json.loads((tmp_path / f"{p}.json").read_text()) for p in ("from_map", "from_mtz")]
     assert records[1]["b_factor"]["b_sharpen"] == pytest.approx(
         records[0]["b_factor"]["b_sharpen"], abs=2.5)
-    assert records[1]["input_files"]["reflections"] == [str(tmp_path / "in.mtz")]
-    assert records[0]["input_files"]["maps"] == [str(tmp_path / "in.ccp4")]
+    assert [f["path"] for f in records[1]["run"]["input_files"]] == [str(tmp_path / "in.mtz")]
+    assert [f["path"] for f in records[0]["run"]["input_files"]] == [str(tmp_path / "in.ccp4")]
     # the MTZ holds no grid (cctbx picks 60^3 for it, the map has 64^3): compare both maps'
     # Fourier terms on one grid
     terms = [read_map(tmp_path / f"{p}.ccp4").map_as_fourier_coefficients(d_min=0.833 * D_MIN)
@@ -420,19 +420,19 @@ def test_b_factor_sharpening_lowers_the_wilson_b_and_keeps_the_data(d_min, cell,
     observed = with_shell_noise(blurred(f_calc, BLUR), 0.5, rng)
     observed.as_mtz_dataset(column_root_label="FWT").mtz_object().write(str(tmp_path / "in.mtz"))
     assert run(["in.mtz"], tmp_path, monkeypatch) == 0
-    record = json.loads((tmp_path / "sharpened.json").read_text())
+    record = json.loads((tmp_path / "meteor_sharpen.json").read_text())
     assert record["resolution"] == pytest.approx(observed.d_min())
     assert record["b_factor"]["d_cut"] == pytest.approx(observed.d_min())
     assert record["b_factor"]["b_sharpen"] >= 0
     assert record["wilson_b_after"] < record["wilson_b_before"] - 0.5 * \
         record["b_factor"]["b_sharpen"]
-    out = iotbx.mtz.object(str(tmp_path / "sharpened.mtz")).as_miller_arrays()[0]
+    out = iotbx.mtz.object(str(tmp_path / "meteor_sharpen.mtz")).as_miller_arrays()[0]
     ratio = flex.abs(out.common_set(observed).data()) / flex.abs(
         observed.common_set(out).data())
     assert out.size() == observed.size() and flex.min(ratio) >= 1 - 1e-6
     truth = sharpen.map_manager_from_coefficients(f_calc).map_data().as_numpy_array()
     before = sharpen.map_manager_from_coefficients(observed).map_data().as_numpy_array()
-    after = read_map(tmp_path / "sharpened.ccp4").map_data().as_numpy_array()
+    after = read_map(tmp_path / "meteor_sharpen.ccp4").map_data().as_numpy_array()
     assert cc(after, truth) > cc(before, truth) + 0.01
 
 
@@ -454,7 +454,7 @@ def test_nonzero_origin_cell_and_labels_round_trip(data, tmp_path, monkeypatch):
     mm.write_map(str(tmp_path / "box.ccp4"))
     assert run(["box.ccp4", f"resolution={D_MIN}", "sharpening.b_sharpen=50"], tmp_path,
                monkeypatch) == 0
-    before, after = read_map(tmp_path / "box.ccp4"), read_map(tmp_path / "sharpened.ccp4")
+    before, after = read_map(tmp_path / "box.ccp4"), read_map(tmp_path / "meteor_sharpen.ccp4")
     assert after.map_data().origin() == before.map_data().origin() == origin
     assert after.map_data().all() == before.map_data().all()
     assert after.unit_cell_grid == before.unit_cell_grid
@@ -475,12 +475,12 @@ def test_bad_input_is_one_line_and_writes_nothing(data, tmp_path, monkeypatch, c
     assert run(["in.mtz", "labels=F,PHI"], tmp_path, monkeypatch) == 1
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "FWT,PHIFWT" in error
-    assert not list(tmp_path.glob("sharpened*"))
-    (tmp_path / "sharpened.json").write_text("keep")
+    assert not list(tmp_path.glob("meteor_sharpen*"))
+    (tmp_path / "meteor_sharpen.json").write_text("keep")
     assert run(["in.ccp4", f"resolution={D_MIN}"], tmp_path, monkeypatch) == 1
     assert "output.overwrite=True" in capsys.readouterr().err
-    assert (tmp_path / "sharpened.json").read_text() == "keep"
-    assert not (tmp_path / "sharpened.ccp4").exists()
+    assert (tmp_path / "meteor_sharpen.json").read_text() == "keep"
+    assert not (tmp_path / "meteor_sharpen.ccp4").exists()
 
 
 def test_show_defaults_is_a_parameter_file_that_runs(data, tmp_path, monkeypatch, capsys):
@@ -489,7 +489,7 @@ def test_show_defaults_is_a_parameter_file_that_runs(data, tmp_path, monkeypatch
     map_manager(data["noisy"], data["symmetry"]).write_map(str(tmp_path / "in.ccp4"))
     assert run(["defaults.eff", "in.ccp4", f"resolution={D_MIN}",
                 "sharpening.score=kurtosis"], tmp_path, monkeypatch) == 0
-    assert json.loads((tmp_path / "sharpened.json").read_text())["b_factor"]["score"] == \
+    assert json.loads((tmp_path / "meteor_sharpen.json").read_text())["b_factor"]["score"] == \
         "kurtosis"
 
 
@@ -505,9 +505,9 @@ def test_auto_with_a_model_runs_model_sharpening(data, structure, tmp_path, monk
     assert run(["in.ccp4", "model.pdb", f"resolution={D_MIN}", "output.verbose=True",
                 "output.prefix=verbose"], tmp_path, monkeypatch) == 0
     assert quiet < 150 < capsys.readouterr().out.count("\n")
-    record = json.loads((tmp_path / "sharpened.json").read_text())
+    record = json.loads((tmp_path / "meteor_sharpen.json").read_text())
     assert record["method"] == "model" and record["effective_b"] > 0
-    out = read_map(tmp_path / "sharpened.ccp4").map_data().as_numpy_array()
+    out = read_map(tmp_path / "meteor_sharpen.ccp4").map_data().as_numpy_array()
     assert cc(out, data["truth"]) > cc(data["noisy"], data["truth"]) + 0.02
 
 
