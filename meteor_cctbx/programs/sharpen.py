@@ -29,14 +29,17 @@ class Program(ProgramTemplate):
 meteor.sharpen: make a blurred map interpretable by restoring its fall-off with resolution.
 
 Methods (sharpening.method):
-  b_factor  one B applied to every Fourier term (Phenix's b_iso_to_d_cut form: sharpen up to
-            d_cut, blur beyond it), chosen by maximising a map-clarity score
-            (sharpening.score = negentropy, kurtosis or adjusted_sa), or given as
-            b_sharpen=<B> or as a target overall B b_iso=<B>
-  half_map  FSC-weighted shell sharpening from two half maps (cctbx), optionally anisotropic
-            and local
+  b_factor  one B applied to every Fourier term to the resolution (d_cut), terms beyond it
+            blurred; chosen by maximising a map-clarity score (sharpening.score =
+            negentropy, kurtosis or adjusted_sa; never below 0 for a blurred map), or given
+            as b_sharpen=<B> or as a target overall B b_iso=<B>
+  half_map  the half maps' average weighted by 2 FSC/(1 + FSC) in shells, then sharpened by
+            the B the score chooses (half_map_weighting=fsc, default), or cctbx's
+            half_map_sharpen (half_map_weighting=cctbx, optionally anisotropic and local)
   model     map-model FSC-weighted shell sharpening (cctbx), optionally anisotropic and local
   auto      half_map with half maps, else model with a model, else b_factor
+  local=True  b_factor and half_map (fsc): each voxel sharpened by its local Wilson B
+            relative to the molecule's (from the half maps when given)
 
 Inputs: a map (CCP4/MRC), two half maps, or map coefficients (MTZ, labels=FWT,PHWT); a model
 for model sharpening; resolution=<A> unless it follows from the half maps or the MTZ.
@@ -48,6 +51,7 @@ FSC, applied scale against resolution).  output.prefix defaults to "meteor_sharp
 Examples:
   meteor.sharpen map.ccp4 resolution=3.2
   meteor.sharpen half_map=half_1.mrc half_map=half_2.mrc
+  meteor.sharpen half_map=half_1.mrc half_map=half_2.mrc sharpening.local=True
   meteor.sharpen map.ccp4 model.pdb resolution=2.8
   meteor.sharpen refine.mtz labels=2FOFCWT,PH2FOFCWT sharpening.score=kurtosis
 """
