@@ -99,3 +99,20 @@ def test_local_sharpening_program_sharpens_the_blurred_molecule_more(two_molecul
     left, right = two_molecules["regions"]
     assert cc(maps["local"][right], truth[right]) > cc(maps["overall"][right], truth[right])
     assert cc(maps["local"], truth) >= cc(maps["overall"], truth) - 0.005
+
+
+def test_local_sharpening_of_a_single_map_and_a_bad_window(two_molecules, tmp_path,
+                                                          monkeypatch, capsys):
+    average = (two_molecules["halves"][0] + two_molecules["halves"][1]) / 2
+    map_manager(average, two_molecules["symmetry"]).write_map(str(tmp_path / "map.ccp4"))
+    common = ["map.ccp4", f"resolution={D_MIN}", "sharpening.local=True"]
+    assert run([*common, "sharpening.local_d_max=2"], tmp_path, monkeypatch) == 1
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "sharpening.local_d_max" in error
+    assert not list(tmp_path.glob("meteor_sharpen*"))
+    assert run(common, tmp_path, monkeypatch) == 0
+    record = json.loads((tmp_path / "meteor_sharpen.json").read_text())
+    assert record["local"]["from"] == "map" and record["method"] == "b_factor"
+    assert min(record["local"]["b_applied"]) >= 0.0  # a blurred map is never blurred
+    out = read_map(tmp_path / "meteor_sharpen.ccp4").map_data().as_numpy_array()
+    assert cc(out, two_molecules["truth"]) > cc(average, two_molecules["truth"])
