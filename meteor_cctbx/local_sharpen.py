@@ -18,14 +18,15 @@ B values (one inverse FFT each, accumulated with tent weights; one map in memory
 """
 from __future__ import annotations
 
+# meteor_cctbx.sharpen (cctbx) before scipy: see the note there
+from meteor_cctbx.sharpen import FourierMap
+
 import math
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 import scipy.fft
-
-from meteor_cctbx.sharpen import FourierMap
 
 
 @dataclass
