@@ -236,6 +236,10 @@ class FscWeightedForm:
         noise_like = fsc.fsc <= significance / np.sqrt(fsc.counts)
         if noise_like.any():
             weight[int(np.argmax(noise_like)):] = 0.0
+        if not weight[0] > 0:
+            raise Sorry(f"The two half maps share no signal (their FSC is not significant even "
+                        f"at d = {1 / math.sqrt(fsc.d_star_sq[0]):.1f} A): give two half maps "
+                        f"of one reconstruction, or use sharpening.method=b_factor.")
         return cls(d_min=d_min, d_star_sq=fsc.d_star_sq, weight=weight, fsc=fsc)
 
     @property

@@ -529,3 +529,15 @@ def test_half_map_outputs_do_not_depend_on_the_hash_seed(data, tmp_path):
             (tmp_path / f"seed_2{suffix}").read_bytes()
     label = read_map(tmp_path / "seed_1.ccp4").labels[0]
     assert "half_0.ccp4 and half_1.ccp4" in label
+
+
+def test_half_maps_without_common_signal_are_one_sorry(data, tmp_path, monkeypatch, capsys):
+    rng = np.random.default_rng(11)
+    for i in range(2):
+        map_manager(rng.normal(size=(32, 32, 32)), data["symmetry"]).write_map(
+            str(tmp_path / f"noise_{i}.ccp4"))
+    assert run(["half_map=noise_0.ccp4", "half_map=noise_1.ccp4", "resolution=4"], tmp_path,
+               monkeypatch) == 1
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "share no signal" in error
+    assert not list(tmp_path.glob("meteor_sharpen*"))
