@@ -11,6 +11,7 @@ factors to 2.5 A, blurred by B = 100 A^2, white noise of 0.35 x its rms (full ma
 others are hold-out maps.  Rows (each with its CC with the unblurred truth and its time):
 
   meteor b_factor (3 scores)        sharpen_b_factor on the full map (FFT, search, final map)
+  meteor b_factor, noise_weight     the same with the shell weight from the solvent's noise
   meteor half_map (FSC weight)      the default half-map method from the two half maps
   cctbx half_map_sharpen            cctbx's half-map shell sharpening (half_map_weighting=cctbx)
   cctbx model_sharpen               cctbx's map-model sharpening with the true model
@@ -116,12 +117,24 @@ def main() -> None:
         report(f"meteor b_factor ({score})", result.map_values, seconds,
                f"b_sharpen {result.b_sharpen:.1f}, {len(result.scan.points)} maps scored")
 
+    def noise_weighted():
+        fourier = sharpen.FourierMap.from_map(noisy, symmetry.unit_cell(), args.nproc)
+        mm = map_manager(noisy, symmetry)
+        molecule = sharpen.MolecularRegion.of_map(mm, D_MIN).mask
+        weight = sharpen.ShellWeightedForm.from_solvent_noise(
+            fourier, noisy.astype(np.float32), molecule, 0.833 * D_MIN)
+        return sharpen.sharpen_b_factor(mm, D_MIN, weight, workers=args.nproc), weight
+
+    (result, weight), seconds = timed(noise_weighted)
+    report("meteor b_factor, noise_weight=solvent", result.map_values, seconds,
+           f"b_sharpen {result.b_sharpen:.1f}, signal to {weight.d_signal:.2f} A")
+
     model = mmtbx.model.manager(model_input=iotbx.pdb.input(
         source_info=None, lines=structure.as_pdb_file()))
     def fsc_weighted():
         fourier = [sharpen.FourierMap.from_map(h, symmetry.unit_cell(), args.nproc)
                    for h in halves]
-        fsc_form = sharpen.FscWeightedForm.from_half_maps(*fourier, 0.833 * D_MIN)
+        fsc_form = sharpen.ShellWeightedForm.from_half_maps(*fourier, 0.833 * D_MIN)
         return sharpen.sharpen_b_factor(map_manager((halves[0] + halves[1]) / 2, symmetry),
                                         D_MIN, fsc_form, workers=args.nproc), fsc_form
 

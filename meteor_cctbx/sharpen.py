@@ -212,39 +212,88 @@ class SharpeningForm:
 
 
 @dataclass(frozen=True)
-class FscWeightedForm:
-    """Half-map sharpening factor exp(B·d*²/4)·C(d*²) for the average of two half maps.
+class ShellWeightedForm:
+    """Sharpening factor exp(B·d*²/4)·C(d*²), C the fraction of a map's power in a resolution
+    shell that is signal: the weight that makes the map the best linear estimate of its
+    noise-free signal, shell by shell (a Wiener filter), before B restores the fall-off.
 
-    C = 2·FSC/(1 + FSC), the correlation of the average with its noise-free signal (Rosenthal &
-    Henderson's C_ref squared): the weight that makes the average the best linear estimate of
-    that signal, shell by shell.  C is interpolated linearly in d*² between shell centres, and
-    is 0 from the first shell whose FSC is not above ``significance``/√(terms in the shell)
-    (noise alone gives FSC ~ 1/√n) on, so no shell of noise is sharpened.  Terms with d below
-    ``d_min`` are dropped; F000 is kept (factor 1).
+    From two half maps C = 2·FSC/(1 + FSC) for their average (Rosenthal & Henderson's C_ref
+    squared); from one map C = 1 − N/P, P the shell's power and N the noise power estimated from
+    the solvent (``from_solvent_noise``).  C is interpolated linearly in d*² between shell
+    centres, and is 0 from the first shell whose statistic (FSC, or C) is not above
+    ``significance``/√(terms in the shell) on (noise alone gives ~1/√n), so no shell of noise is
+    sharpened.  Terms with d below ``d_min`` are dropped; F000 is kept (factor 1).
     """
 
     d_min: float
-    d_star_sq: np.ndarray
+    d_star_sq: np.ndarray  # shell centres, Å⁻²
     weight: np.ndarray
-    fsc: ShellFsc
+    statistic: np.ndarray  # FSC of the half maps, or the signal fraction C
+    counts: np.ndarray
+    source: str  # "half-map FSC" or "solvent noise"
+
+    @classmethod
+    def _cut(cls, d_min: float, d_star_sq: np.ndarray, weight: np.ndarray,
+             statistic: np.ndarray, counts: np.ndarray, source: str,
+             significance: float) -> ShellWeightedForm:
+        weight = np.clip(weight, 0.0, 1.0)
+        noise_like = statistic <= significance / np.sqrt(counts)
+        if noise_like.any():
+            weight[int(np.argmax(noise_like)):] = 0.0
+        return cls(d_min=d_min, d_star_sq=d_star_sq, weight=weight, statistic=statistic,
+                   counts=counts, source=source)
 
     @classmethod
     def from_half_maps(cls, fourier_1: FourierMap, fourier_2: FourierMap, d_min: float,
-                       n_shells: int = 24, significance: float = 3.0) -> FscWeightedForm:
+                       n_shells: int = 24, significance: float = 3.0) -> ShellWeightedForm:
         fsc = ShellFsc.of_maps(fourier_1, fourier_2, d_min, n_shells)
-        weight = np.clip(2.0 * fsc.fsc / (1.0 + np.maximum(fsc.fsc, 0.0)), 0.0, 1.0)
-        noise_like = fsc.fsc <= significance / np.sqrt(fsc.counts)
-        if noise_like.any():
-            weight[int(np.argmax(noise_like)):] = 0.0
-        if not weight[0] > 0:
+        form = cls._cut(d_min, fsc.d_star_sq, 2.0 * fsc.fsc / (1.0 + np.maximum(fsc.fsc, 0.0)),
+                        fsc.fsc, fsc.counts, "half-map FSC", significance)
+        if not form.weight[0] > 0:
             raise Sorry(f"The two half maps share no signal (their FSC is not significant even "
                         f"at d = {1 / math.sqrt(fsc.d_star_sq[0]):.1f} A): give two half maps "
                         f"of one reconstruction, or use sharpening.method=b_factor.")
-        return cls(d_min=d_min, d_star_sq=fsc.d_star_sq, weight=weight, fsc=fsc)
+        return form
+
+    @classmethod
+    def from_solvent_noise(cls, fourier: FourierMap, values: np.ndarray, molecule: np.ndarray,
+                           d_min: float, n_shells: int = 24, significance: float = 3.0
+                           ) -> ShellWeightedForm | None:
+        """C from the noise in the solvent (outside the bool mask ``molecule``), taken as
+        stationary: the shell power of the solvent's deviations from their mean, over the
+        solvent fraction.  None when the solvent is under 10 % of the map, or when no shell
+        holds significant signal."""
+        solvent = ~molecule
+        fraction = float(solvent.mean())
+        if fraction < 0.1:
+            return None
+        selected, shell = fourier.shells(d_min, n_shells)
+        counts = np.bincount(shell, minlength=n_shells)
+        power = np.bincount(shell, weights=np.abs(fourier.coefficients[selected]) ** 2,
+                            minlength=n_shells)
+        # the noise is measured on the whitened map (every shell of rms 1): masking a map
+        # spreads each shell's power into its neighbours, which for a blurred map would swamp
+        # the weak high-resolution shells with low-resolution power
+        whitening = np.zeros(fourier.coefficients.shape, dtype=np.float32)
+        rms = np.sqrt(power / np.maximum(counts, 1))
+        rms[rms < 1e-5 * rms.max()] = 0.0  # shells beyond the data hold rounding errors only
+        whitening[selected] = np.where(rms[shell] > 0, 1.0 / np.maximum(rms[shell], 1e-30),
+                                       0.0)
+        white = fourier.synthesize(whitening)
+        noise = scipy.fft.rfftn(np.where(solvent, white - white[solvent].mean(), 0.0),
+                                workers=fourier.workers)
+        noise_power = np.bincount(shell, weights=np.abs(noise[selected]) ** 2,
+                                  minlength=n_shells) / fraction
+        centres = np.bincount(shell, weights=fourier.d_star_sq[selected], minlength=n_shells)
+        filled = (counts > 0) & (rms > 0)
+        signal = 1.0 - noise_power[filled] / counts[filled]  # whitened power: 1 per term
+        form = cls._cut(d_min, centres[filled] / counts[filled], signal.copy(), signal,
+                        counts[filled], "solvent noise", significance)
+        return form if form.weight[0] > 0 else None
 
     @property
     def d_signal(self) -> float:
-        """d (Å) of the last shell with weight > 0 (d_min when all have)."""
+        """d (Å) of the last shell with weight > 0."""
         kept = self.d_star_sq[self.weight > 0]
         return float(1.0 / math.sqrt(kept.max())) if kept.size else math.inf
 
@@ -258,13 +307,16 @@ class FscWeightedForm:
         return factors
 
     def as_dict(self) -> dict:
-        return {"form": "fsc_weighted", "d_min": self.d_min, "d_signal": self.d_signal,
-                "shell_d_star_sq": self.d_star_sq, "shell_fsc": self.fsc.fsc,
-                "shell_terms": self.fsc.counts, "shell_weight": self.weight}
+        return {"form": "shell_weighted", "weight_from": self.source, "d_min": self.d_min,
+                "d_signal": self.d_signal, "shell_d_star_sq": self.d_star_sq,
+                "shell_statistic": self.statistic, "shell_terms": self.counts,
+                "shell_weight": self.weight}
 
     def describe(self, b_sharpen: float) -> str:
-        return (f"applied with the half maps' FSC weight 2 FSC/(1 + FSC), which drops every "
-                f"term beyond d = {self.d_signal:.2f} A (no significant FSC); Fourier terms to "
+        kind = ("2 FSC/(1 + FSC)" if self.source == "half-map FSC"
+                else "1 - noise/power, noise from the solvent")
+        return (f"applied with the shell weight {kind}, which drops every term beyond "
+                f"d = {self.d_signal:.2f} A (no significant signal); Fourier terms to "
                 f"{self.d_min:.2f} A")
 
 
@@ -414,7 +466,7 @@ def make_score(name: str, map_manager: MapManager, resolution: float,
     raise ValueError(f"unknown score {name!r}; choose one of {', '.join(SCORES)}")
 
 
-def search_b_sharpen(fourier: FourierMap, form: SharpeningForm | FscWeightedForm,
+def search_b_sharpen(fourier: FourierMap, form: SharpeningForm | ShellWeightedForm,
                      score: Callable[[np.ndarray], float], search: BSearch,
                      report: Callable[[ScanPoint], None] | None = None) -> ScanResult:
     """Maximise ``score`` of the map sharpened by b_sharpen over [search.b_min, search.b_max].
@@ -455,7 +507,7 @@ def search_for_map(search: BSearch, map_wilson_b: float | None) -> BSearch:
 
 
 def sharpen_b_factor(map_manager: MapManager, resolution: float,
-                     form: SharpeningForm | FscWeightedForm, *,
+                     form: SharpeningForm | ShellWeightedForm, *,
                      score_name: str = "negentropy", search: BSearch | None = None,
                      b_sharpen: float | None = None, b_iso: float | None = None,
                      map_wilson_b: float | None = None,

@@ -264,9 +264,12 @@ Examples:
                                                            mmm.map_manager_2())]
                   if mmm.map_manager_1() and mmm.map_manager_2() else None)
         if method == "half_map":
-            form = sharpen.FscWeightedForm.from_half_maps(*halves, d_min)
+            form = sharpen.ShellWeightedForm.from_half_maps(*halves, d_min)
         else:
             form = self.sharpening_form(resolution, d_min)
+            if s.noise_weight == "solvent":
+                form = self.solvent_noise_form(mmm.map_manager(), resolution, d_min,
+                                               workers) or form
         search = sharpen.search_for_map(
             sharpen.BSearch(b_min=s.search.b_min, b_max=s.search.b_max,
                             n_steps=s.search.n_steps, tolerance=s.search.tolerance),
@@ -290,6 +293,20 @@ Examples:
             result.map_values = self.sharpen_locally(mmm.map_manager(), form, result, search,
                                                      halves, resolution, workers)
         return sharpen.map_manager_like(mmm.map_manager(), result.map_values), result
+
+    def solvent_noise_form(self, map_manager, resolution: float, d_min: float,
+                           workers: int) -> sharpen.ShellWeightedForm | None:
+        """The shell weight from the noise in the solvent, or None (logged) without one."""
+        values = map_manager.map_data().as_numpy_array().astype(np.float32)
+        molecule = sharpen.MolecularRegion.of_map(map_manager, resolution,
+                                                  self.params.solvent_content).mask
+        form = sharpen.ShellWeightedForm.from_solvent_noise(
+            sharpen.FourierMap.from_map(values, map_manager.crystal_symmetry().unit_cell(),
+                                        workers), values, molecule, d_min)
+        if form is None:
+            self._print("No noise weight: the solvent is under 10 % of the map or no shell "
+                        "holds significant signal; sharpening without it.")
+        return form
 
     @staticmethod
     def fourier_map(map_manager, workers: int) -> sharpen.FourierMap:
