@@ -261,8 +261,9 @@ class ShellWeightedForm:
                            ) -> ShellWeightedForm | None:
         """C from the noise in the solvent (outside the bool mask ``molecule``), taken as
         stationary: the shell power of the solvent's deviations from their mean, over the
-        solvent fraction.  None when the solvent is under 10 % of the map, or when no shell
-        holds significant signal."""
+        solvent fraction.  ``d_min`` must not go beyond the data (shells without data would be
+        whitened rounding errors).  None when the solvent is under 10 % of the map, or when no
+        shell holds significant signal."""
         solvent = ~molecule
         fraction = float(solvent.mean())
         if fraction < 0.1:
@@ -276,7 +277,6 @@ class ShellWeightedForm:
         # the weak high-resolution shells with low-resolution power
         whitening = np.zeros(fourier.coefficients.shape, dtype=np.float32)
         rms = np.sqrt(power / np.maximum(counts, 1))
-        rms[rms < 1e-5 * rms.max()] = 0.0  # shells beyond the data hold rounding errors only
         whitening[selected] = np.where(rms[shell] > 0, 1.0 / np.maximum(rms[shell], 1e-30),
                                        0.0)
         white = fourier.synthesize(whitening)

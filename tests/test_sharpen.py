@@ -328,7 +328,7 @@ def test_map_to_coefficients_to_sharpen_equals_map_to_sharpen(data, tmp_path, mo
                monkeypatch) == 0
     records = [json.loads((tmp_path / f"{p}.json").read_text()) for p in ("from_map", "from_mtz")]
     assert records[1]["b_factor"]["b_sharpen"] == pytest.approx(
-        records[0]["b_factor"]["b_sharpen"], abs=2.5)
+        records[0]["b_factor"]["b_sharpen"], abs=5.0)  # masks on 64^3 and 60^3 grids
     assert [f["path"] for f in records[1]["run"]["input_files"]] == [str(tmp_path / "in.mtz")]
     assert [f["path"] for f in records[0]["run"]["input_files"]] == [str(tmp_path / "in.ccp4")]
     # the MTZ holds no grid (cctbx picks 60^3 for it, the map has 64^3): compare both maps'
@@ -422,7 +422,9 @@ def test_b_factor_sharpening_lowers_the_wilson_b_and_keeps_the_data(d_min, cell,
     assert run(["in.mtz"], tmp_path, monkeypatch) == 0
     record = json.loads((tmp_path / "meteor_sharpen.json").read_text())
     assert record["resolution"] == pytest.approx(observed.d_min())
-    assert record["b_factor"]["d_cut"] == pytest.approx(observed.d_min())
+    # the default noise weight from the solvent keeps every shell to the data's resolution
+    assert record["b_factor"]["weight_from"] == "solvent noise"
+    assert record["b_factor"]["d_signal"] <= observed.d_min() + 0.05
     assert record["b_factor"]["b_sharpen"] >= 0
     assert record["wilson_b_after"] < record["wilson_b_before"] - 0.5 * \
         record["b_factor"]["b_sharpen"]

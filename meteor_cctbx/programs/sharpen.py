@@ -157,7 +157,8 @@ Examples:
 
         self.header(f"Sharpening by method {self.method}")
         with self.timed(f"sharpen ({self.method})"):
-            sharpened, b_factor_result = self.sharpen(mmm, resolution, d_min, b_before,
+            sharpened, b_factor_result = self.sharpen(mmm, map_coefficients, resolution,
+                                                      d_min, b_before,
                                                       workers)
 
         with self.timed("diagnostics"):
@@ -247,8 +248,8 @@ Examples:
         self._print(f"Resolution: {resolution:.2f} A ({source})")
         return resolution
 
-    def sharpen(self, mmm: MapModelManager, resolution: float, d_min: float,
-                map_wilson_b: float, workers: int):
+    def sharpen(self, mmm: MapModelManager, map_coefficients: miller.array | None,
+                resolution: float, d_min: float, map_wilson_b: float, workers: int):
         """The sharpened map_manager and, for b_factor, the B-factor result."""
         s = self.params.sharpening
         nproc = self.params.nproc or os.cpu_count() or 1
@@ -267,8 +268,12 @@ Examples:
             form = sharpen.ShellWeightedForm.from_half_maps(*halves, d_min)
         else:
             form = self.sharpening_form(resolution, d_min)
-            if s.noise_weight == "solvent":
-                form = self.solvent_noise_form(mmm.map_manager(), resolution, d_min,
+            if s.noise_weight == "solvent" and s.b_sharpen is None and s.b_iso is None:
+                # shells to the resolution (and never past the data): terms beyond it carry
+                # no signal the weight could be measured on
+                to = max(resolution, map_coefficients.d_min()) if map_coefficients \
+                    else resolution
+                form = self.solvent_noise_form(mmm.map_manager(), resolution, to,
                                                workers) or form
         search = sharpen.search_for_map(
             sharpen.BSearch(b_min=s.search.b_min, b_max=s.search.b_max,
