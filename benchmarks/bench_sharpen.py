@@ -204,7 +204,7 @@ def main() -> None:
              f"resolution={D_MIN}", f"nproc={args.nproc}"], cwd=directory, check=True,
             stdout=subprocess.DEVNULL))
         from iotbx.map_manager import map_manager as read_map
-        out = read_map(file_name=str(Path(directory) / "sharpened.ccp4"))
+        out = read_map(file_name=str(Path(directory) / "meteor_sharpen.ccp4"))
         report("meteor.sharpen command (b_factor)", out.map_data().as_numpy_array(), seconds,
                "whole command incl. I/O and diagnostics")
     if args.json:
