@@ -454,6 +454,27 @@ def test_solvent_noise_weight_estimates_the_signal_fraction(data):
     assert cc(weighted.map_values, data["truth"]) > cc(plain.map_values, data["truth"]) + 0.005
 
 
+def test_single_map_default_beats_every_b_of_phenix_form(data, tmp_path, monkeypatch):
+    """The default (solvent noise weight, B by negentropy) against cctbx's b_iso_to_d_cut
+    sharpening (apply_sharpening, d_cut = resolution) at its best B for the truth."""
+    import io
+
+    from cctbx.maptbx import segment_and_split_map
+
+    map_manager(data["noisy"], data["symmetry"]).write_map(str(tmp_path / "in.ccp4"))
+    assert run(["in.ccp4", f"resolution={D_MIN}"], tmp_path, monkeypatch) == 0
+    ours = cc(read_map(tmp_path / "meteor_sharpen.ccp4").map_data().as_numpy_array(),
+              data["truth"])
+    coefficients = map_manager(data["noisy"], data["symmetry"]).map_as_fourier_coefficients(
+        d_min=0.833 * D_MIN)
+    best_phenix = max(cc(segment_and_split_map.apply_sharpening(
+        map_coeffs=coefficients, n_real=(GRID,) * 3, b_sharpen=float(b),
+        crystal_symmetry=data["symmetry"], d_min=D_MIN, k_sharpen=10.0, b_blur_hires=200.0,
+        out=io.StringIO()).map_data.as_numpy_array(), data["truth"])
+        for b in range(0, 201, 10))
+    assert ours > best_phenix
+
+
 def test_search_never_blurs_a_blurred_noisy_map(data):
     """Noise 3x the signal: a clarity score may prefer blurring; the search stops at B = 0."""
     rng = np.random.default_rng(9)
