@@ -1,7 +1,7 @@
 """meteor_cctbx: map-enhancement programs for weak signals, a cctbx plugin."""
 from setuptools import find_packages, setup
 
-PROGRAMS = ("diffmap", "phaseboost", "sharpen", "local_scale")
+PROGRAMS = ("diffmap", "phaseboost", "sharpen", "local_scale", "extrapolate")
 
 setup(
     name="meteor_cctbx",

@@ -320,19 +320,24 @@ def write_map_coefficients_mtz(path: str | os.PathLike, columns: Sequence[tuple]
     """Atomically write complex miller arrays as amplitude/phase column pairs of one MTZ.
 
     ``columns`` holds (complex array, amplitude label, phase label) triples; phases are written
-    in degrees (MTZ type P), amplitudes as type F.
+    in degrees (MTZ type P), amplitudes as type F.  A real amplitude array with sigmas may
+    stand in a triple as (array, "F", "SIGF"): written as columns F (type F) and SIGF (type Q).
     """
     dataset = None
-    for array, amplitude_label, phase_label in columns:
-        amplitudes = abs(array).set_observation_type_xray_amplitude()
-        phases = array.phases(deg=True)
-        if dataset is None:
-            dataset = amplitudes.as_mtz_dataset(column_root_label=amplitude_label,
-                                                column_types="F")
+    for array, amplitude_label, second_label in columns:
+        if array.is_complex_array():
+            parts = [(abs(array).set_observation_type_xray_amplitude(), amplitude_label, "F"),
+                     (array.phases(deg=True), second_label, "P")]
         else:
-            dataset.add_miller_array(amplitudes, column_root_label=amplitude_label,
-                                     column_types="F")
-        dataset.add_miller_array(phases, column_root_label=phase_label, column_types="P")
+            if second_label != "SIG" + amplitude_label or array.sigmas() is None:
+                raise ValueError(f"amplitudes {amplitude_label} need sigmas labelled "
+                                 f"SIG{amplitude_label}")
+            parts = [(array, amplitude_label, "FQ")]
+        for part, label, types in parts:
+            if dataset is None:
+                dataset = part.as_mtz_dataset(column_root_label=label, column_types=types)
+            else:
+                dataset.add_miller_array(part, column_root_label=label, column_types=types)
     mtz = dataset.mtz_object()
     for line in history:
         mtz.add_history(line[:80])
