@@ -195,7 +195,8 @@ def compute_extrapolation(derivative: miller.array, native: miller.array, phases
             native_coefficients, model, raw, grid, method=settings.estimator,
             occupancy_range=tuple(settings.occupancy_range), threshold=settings.threshold,
             peak_fraction=settings.peak_fraction, n_bootstrap=settings.n_bootstrap, confidence=settings.confidence,
-            seed=settings.seed, selection=coefficients)
+            seed=settings.seed, sigma_native=None if pair.native.sigmas() is None else
+            pair.native.sigmas().as_numpy_array(), sigma_difference=pair.sigma_delta)
         report_estimates(estimate, log)
         print(f"  ({time.perf_counter() - step:.1f} s)", file=log)
         occupancy = chosen_occupancy(estimate)

@@ -9,7 +9,9 @@ half of the true difference density (Read 1986): at atom centres, 2 dF / q is th
 pure minor state gains (or loses) there.  The raw difference is used because it is linear in
 the data: denoising changes peak heights (TV flattens and the rescaling lifts them), which
 would bias the ratios below.  The estimators read peaks (local extrema, the cell wrapping
-around) beyond ``threshold`` x rms and beyond ``peak_fraction`` x the strongest of their sign:
+around) beyond ``threshold`` x rms, beyond ``peak_fraction`` x the strongest of their sign
+and, when sigmas are given, beyond what noise alone reaches: the rms of a map of the
+measurement errors times sqrt(2 ln n), n the voxels per asymmetric unit (``noise_extreme``):
 
 * ``vanish``: at which q does the extrapolated density 2 (rho_nat + dF/q) - rho_model at the
   negative difference peaks on the model's atoms fall to the solvent level (median of the
@@ -18,7 +20,9 @@ around) beyond ``threshold`` x rms and beyond ``peak_fraction`` x the strongest 
 * ``appear``: at which q do the positive difference peaks away from the model reach the
   median height of the model's atoms (local maxima of the model map above its rms) in the
   native map?  q = 2 <dF> / (median rho_nat - solvent).  Curve: q_appear/q.
-* ``combined``: the mean of those two that have at least ``min_peaks`` peaks.
+* ``combined`` (the default): those of the two that are not withheld, averaged with weights
+  1/bootstrap variance; its interval is the envelope of theirs (a disagreement between the
+  two criteria widens it).
 
 The peaks (and the solvent and atom voxels) are chosen once, on the maps of all reflections;
 each estimate is then recomputed on ``n_bootstrap`` resamples of the reflections (Poisson(1)
@@ -69,15 +73,15 @@ class Regions:
     positive_peaks: np.ndarray  # local maxima of the difference away from the model
 
     @classmethod
-    def of(cls, maps: MapTriple, selection: np.ndarray, threshold: float,
-           peak_fraction: float) -> "Regions":
-        """Peaks of the difference map ``selection`` beyond ``threshold`` x its rms and beyond
-        ``peak_fraction`` x the strongest of their sign."""
+    def of(cls, maps: MapTriple, threshold: float, peak_fraction: float,
+           noise_cut: float = 0.0) -> "Regions":
+        """Difference peaks beyond ``threshold`` x the map's rms, beyond ``noise_cut`` (e/A^3)
+        and beyond ``peak_fraction`` x the strongest of their sign."""
         model_rms = maps.model.std()
         atoms = maps.model > model_rms
         away = maps.model < 0.5 * model_rms
-        difference = selection
-        cut = threshold * difference.std()
+        difference = maps.difference
+        cut = max(threshold * difference.std(), noise_cut)
         lowest = float(difference[atoms].min()) if atoms.any() else 0.0
         highest = float(difference[away].max()) if away.any() else 0.0
         negative = local_maxima(-difference) & atoms & \
@@ -173,7 +177,7 @@ def summarise(name: str, value: float, n_peaks: int, replicates: np.ndarray,
     warning = None
     if n_peaks < min_peaks or not np.isfinite(value):
         warning = (f"{name}: too little significant difference density "
-                   f"({n_peaks} peaks, at least {min_peaks} needed)")
+                   f"({n_peaks} peaks beyond the noise, at least {min_peaks} needed)")
     elif finite.size < 0.9 * replicates.size or np.any(finite <= 0):
         warning = f"{name}: bootstrap replicates reach zero occupancy; the signal is too weak"
     elif value < min_z * sd:
@@ -197,7 +201,9 @@ def summarise(name: str, value: float, n_peaks: int, replicates: np.ndarray,
 
 
 def combined(estimators: dict[str, EstimatorResult], checks: dict) -> EstimatorResult:
-    """The mean of the estimators that were not withheld, replicate by replicate."""
+    """The estimators that were not withheld, weighted by their inverse bootstrap variance
+    (replicate by replicate); the interval is the envelope of their intervals, so that a
+    disagreement between the criteria widens it."""
     held = [e for e in estimators.values() if e.estimate is not None]
     if not held:
         occupancies = checks["occupancies"]
@@ -205,12 +211,24 @@ def combined(estimators: dict[str, EstimatorResult], checks: dict) -> EstimatorR
         return EstimatorResult("combined", None, None, np.nan, np.inf, 0, np.array([]),
                                occupancies, np.full(occupancies.shape, np.nan),
                                f"no estimator holds ({reasons})")
-    value = float(np.mean([e.point for e in held]))
-    replicates = np.mean([e.replicates for e in held], axis=0)
+    weights = np.array([1.0 / max(e.bootstrap_sd, 1e-12) ** 2 for e in held])
+    weights /= weights.sum()
+    value = float(np.dot(weights, [e.point for e in held]))
+    replicates = np.tensordot(weights, np.array([e.replicates for e in held]), axes=1)
     result = summarise("combined", value, sum(e.n_peaks for e in held), replicates, **checks)
+    if result.estimate is not None:
+        result.interval = (min(result.interval[0], *(e.interval[0] for e in held)),
+                           max(result.interval[1], *(e.interval[1] for e in held)))
     result.warning = result.warning or (None if len(held) == len(estimators) else
                                         "combined: only " + ", ".join(e.name for e in held))
     return result
+
+
+def noise_extreme(grid: CellGrid) -> float:
+    """sqrt(2 ln n): about the largest of n independent standard normal values, n = voxels per
+    asymmetric unit; a peak below it x the noise rms may be noise alone."""
+    n = grid.n_voxels / grid.miller_set.space_group().order_z()
+    return float(np.sqrt(2 * np.log(max(n, 2.0))))
 
 
 def estimate_occupancy(native: np.ndarray, model: np.ndarray, difference: np.ndarray,
@@ -219,29 +237,40 @@ def estimate_occupancy(native: np.ndarray, model: np.ndarray, difference: np.nda
                        threshold: float = 3.0, peak_fraction: float = 0.5,
                        n_bootstrap: int = 100, confidence: float = 0.95,
                        min_peaks: int | None = None, min_z: float = 4.0, seed: int = 0,
-                       n_curve: int = 50, selection: np.ndarray | None = None
-                       ) -> OccupancyEstimate:
+                       n_curve: int = 50, sigma_native: np.ndarray | None = None,
+                       sigma_difference: np.ndarray | None = None) -> OccupancyEstimate:
     """Occupancy of the minor state by every estimator, ``method`` chosen (see module doc).
 
     Arrays are complex coefficients on ``grid``'s reflections; ``difference`` is the raw
-    difference.  The peaks are those of ``selection`` (e.g. the denoised difference, whose
-    peaks are less often noise) when given, else of ``difference``.  ``seed`` makes the
-    bootstrap reproducible.
+    difference.  ``sigma_native`` / ``sigma_difference`` (amplitude sigmas, per reflection)
+    make each resample also redraw the measurement errors.  ``seed`` makes the bootstrap
+    reproducible.
     """
     if method not in ESTIMATORS:
         raise ValueError(f"unknown occupancy method {method!r}; expected one of {ESTIMATORS}")
     if min_peaks is None:
         min_peaks = 2 * grid.miller_set.space_group().order_z()
     full = MapTriple(*(grid.to_map(a) for a in (native, model, difference)))
-    regions = Regions.of(full, full.difference if selection is None else grid.to_map(selection),
-                         threshold, peak_fraction)
-    point = ratio_estimates(full, regions, min_peaks)
     rng = np.random.default_rng(seed)
+    modulus = np.abs(native)
+    unit_phases = np.where(modulus > 0, native / np.where(modulus > 0, modulus, 1), 1)
+    noise_rms = noise_cut = 0.0
+    if sigma_difference is not None:
+        noise_rms = float(grid.to_map(rng.normal(size=native.size) * sigma_difference *
+                                      unit_phases).std())
+        noise_cut = noise_rms * noise_extreme(grid)
+    regions = Regions.of(full, threshold, peak_fraction, noise_cut)
+    point = ratio_estimates(full, regions, min_peaks)
     replicates = {name: np.empty(n_bootstrap) for name in BASE_ESTIMATORS}
     for i in range(n_bootstrap):
         weights = rng.poisson(1.0, size=native.size)
-        sample = MapTriple(grid.to_map(native * weights), full.model,
-                           grid.to_map(difference * weights))
+        native_i, difference_i = native, difference
+        if sigma_native is not None and sigma_difference is not None:
+            native_i = native + rng.normal(size=native.size) * sigma_native * unit_phases
+            difference_i = difference + rng.normal(size=native.size) * sigma_difference * \
+                unit_phases
+        sample = MapTriple(grid.to_map(native_i * weights), full.model,
+                           grid.to_map(difference_i * weights))
         for name, value in ratio_estimates(sample, regions, min_peaks).items():
             replicates[name][i] = value
     low, high = occupancy_range
@@ -252,7 +281,7 @@ def estimate_occupancy(native: np.ndarray, model: np.ndarray, difference: np.nda
     estimators = {name: summarise(name, point[name], counts[name], replicates[name], **checks)
                   for name in BASE_ESTIMATORS}
     estimators["combined"] = combined(estimators, checks)
-    settings = {"threshold_rms": threshold, "peak_fraction": peak_fraction,
+    settings = {"noise_rms": noise_rms, "noise_cut": noise_cut, "threshold_rms": threshold, "peak_fraction": peak_fraction,
                 "n_bootstrap": n_bootstrap, "confidence": confidence, "min_peaks": min_peaks, "min_z": min_z,
                 "seed": seed, "occupancy_range": [low, high]}
     return OccupancyEstimate(method, estimators, settings)
