@@ -11,7 +11,8 @@ the data: denoising changes peak heights (TV flattens and the rescaling lifts th
 would bias the ratios below.  The estimators read peaks (local extrema, the cell wrapping
 around) beyond ``threshold`` x rms, beyond ``peak_fraction`` x the strongest of their sign
 and, when sigmas are given, beyond what noise alone reaches: the rms of a map of the
-measurement errors times sqrt(2 ln n), n the voxels per asymmetric unit (``noise_extreme``):
+measurement errors times sqrt(2 ln n), n the independent resolution elements of an
+asymmetric unit (``noise_extreme``):
 
 * ``vanish``: at which q does the extrapolated density 2 (rho_nat + dF/q) - rho_model at the
   negative difference peaks on the model's atoms fall to the solvent level (median of the
@@ -225,9 +226,12 @@ def combined(estimators: dict[str, EstimatorResult], checks: dict) -> EstimatorR
 
 
 def noise_extreme(grid: CellGrid) -> float:
-    """sqrt(2 ln n): about the largest of n independent standard normal values, n = voxels per
-    asymmetric unit; a peak below it x the noise rms may be noise alone."""
-    n = grid.n_voxels / grid.miller_set.space_group().order_z()
+    """sqrt(2 ln n): about the largest of n independent standard normal values, for n the
+    independent resolution elements, (d_min/2)^3 A^3 each, of an asymmetric unit; a peak
+    below it x the noise rms may be noise alone."""
+    miller_set = grid.miller_set
+    n = miller_set.unit_cell().volume() / miller_set.space_group().order_z() / \
+        (miller_set.d_min() / 2) ** 3
     return float(np.sqrt(2 * np.log(max(n, 2.0))))
 
 
