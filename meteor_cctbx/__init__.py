@@ -8,7 +8,17 @@ Conventions used throughout the package:
 """
 __version__ = "0.1.0"
 
-# cctbx-base's boost_python extension segfaults on import when scipy.fft or scipy.special was
-# imported first (seen with cctbx-base 2025.11 and scipy 1.17 wheels); loading it here, before
-# any module of this package imports scipy, makes every import order safe.
+# cctbx-base bundles a newer libstdc++ than the system's, and loading the system's first (as
+# matplotlib, scipy.stats or scipy.ndimage do) makes cctbx segfault on import.  The start-up
+# hook meteor_cctbx_libstdcxx.pth that pip installs loads cctbx-base's copy first, so any
+# import order is safe; without the hook, refuse with the reason instead of crashing
+# (docs/import_order.md).
+try:
+    from _meteor_cctbx_libstdcxx import late_load_problem
+except ImportError:  # a checkout on PYTHONPATH without the top-level module
+    pass
+else:
+    _problem = late_load_problem()
+    if _problem:
+        raise ImportError(_problem)
 import boost_adaptbx.boost.python  # noqa: E402,F401

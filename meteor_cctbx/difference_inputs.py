@@ -115,8 +115,11 @@ def load_difference_inputs(params, files: dict, log) -> DifferenceInputs:
     model_phases = None
     if files["phases"] is not None:
         phases = reflections.load_phases(files["phases"], params.phases.labels)
+        phases_only = len(reflections.normalise_labels(params.phases.labels)) == 1
         print(f"  Phases: {files['phases']} labels "
-              f"{','.join(reflections.normalise_labels(params.phases.labels))}", file=log)
+              f"{','.join(reflections.normalise_labels(params.phases.labels))}"
+              + (" (phases only: the derivative is scaled to the native)" if phases_only
+                 else " (amplitudes as the scaling reference)"), file=log)
     else:
         start = time.perf_counter()
         model = load_model(files["model"], native.crystal_symmetry(),

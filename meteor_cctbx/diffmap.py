@@ -20,12 +20,14 @@ from cctbx import miller
 from cctbx.array_family import flex
 from libtbx.utils import Sorry, null_out
 
-from meteor_cctbx import kweight, tv
+from meteor_cctbx import kweight, parameter_choice, tv
 from meteor_cctbx.grid import CellGrid
 from meteor_cctbx.maximize import ScanPoint, ScanResult
 from meteor_cctbx.negentropy import negentropy
 from meteor_cctbx.phil import choice, default_params
+from meteor_cctbx.reflections import fmt_cell, max_cell_difference
 from meteor_cctbx.scaling import ScaleFit, fit_scale
+from meteor_cctbx.validation import FreeScorer, FreeSet
 
 
 @dataclass
@@ -52,9 +54,32 @@ class ScaledPair:
                         self.native.sigmas().as_numpy_array())
 
 
-def common_reflections(derivative: miller.array, native: miller.array, phases: miller.array
+def on_native_symmetry(array: miller.array, native: miller.array, what: str,
+                       max_cell_difference_percent: float = 3.0) -> miller.array:
+    """``array`` given the native's crystal symmetry when its cell differs a little (real pairs
+    differ by a few per cent); Sorry for another space group or a cell beyond the threshold."""
+    if array.crystal_symmetry().is_similar_symmetry(native.crystal_symmetry()):
+        return array
+    if array.space_group() != native.space_group():
+        raise Sorry(f"The {what} is in space group {array.space_group_info()} but the native "
+                    f"in {native.space_group_info()}: give data of the same crystal form.")
+    difference = max_cell_difference(array.unit_cell(), native.unit_cell())
+    if difference > max_cell_difference_percent:
+        raise Sorry(f"The {what}'s cell ({fmt_cell(array.unit_cell())}) differs by "
+                    f"{difference:.2f} % from the native's ({fmt_cell(native.unit_cell())}), "
+                    f"more than isomorphism.max_cell_difference={max_cell_difference_percent}"
+                    f" %: the data are not isomorphous (raise the threshold to proceed).")
+    return array.customized_copy(crystal_symmetry=native.crystal_symmetry())
+
+
+def common_reflections(derivative: miller.array, native: miller.array, phases: miller.array,
+                       max_cell_difference_percent: float = 3.0
                        ) -> tuple[miller.array, miller.array, miller.array]:
-    """The three arrays restricted to the reflections all of them have, in the same order."""
+    """The three arrays restricted to the reflections all of them have, in the same order, on
+    the native's crystal symmetry (see ``on_native_symmetry``)."""
+    derivative = on_native_symmetry(derivative, native, "derivative",
+                                    max_cell_difference_percent)
+    phases = on_native_symmetry(phases, native, "phase source", max_cell_difference_percent)
     derivative, native = derivative.common_sets(native)
     derivative, phases = derivative.common_sets(phases)
     native, _ = native.common_sets(derivative)
@@ -65,10 +90,11 @@ def common_reflections(derivative: miller.array, native: miller.array, phases: m
 
 
 def scale_pair(derivative: miller.array, native: miller.array, phases: miller.array,
-               mode: str) -> ScaledPair:
+               mode: str, max_cell_difference_percent: float = 3.0) -> ScaledPair:
     """Scale both data sets to |phases| (when it carries amplitudes) or the derivative to the
     native (when the phases have unit modulus); return them with the unit phases."""
-    derivative, native, phases = common_reflections(derivative, native, phases)
+    derivative, native, phases = common_reflections(derivative, native, phases,
+                                                    max_cell_difference_percent)
     values = phases.data().as_numpy_array()
     modulus = np.abs(values)
     unit_phases = np.where(modulus > 0, values / np.where(modulus > 0, modulus, 1), 1.0 + 0j)
@@ -97,33 +123,12 @@ class DiffmapResult:
     metadata: dict = field(default_factory=dict)
 
 
-def _reporter(label: str, log):
+def _reporter(label: str, criterion: str, log, unit: str = ""):
     def report(point: ScanPoint) -> None:
-        print(f"    {label} = {point.parameter:<10.5g} negentropy = {point.score:.5f}  "
-              f"({point.seconds:.2f} s)", file=log, flush=True)
+        others = "".join(f"  {name} = {value:.5f}" for name, value in point.others.items())
+        print(f"    {label} = {point.parameter:<10.5g}{unit} {criterion} = {point.score:.5f}"
+              f"{others}  ({point.seconds:.2f} s)", file=log, flush=True)
     return report
-
-
-def weighted_coefficients(raw: np.ndarray, sigma_delta: np.ndarray | None, grid: CellGrid,
-                          params, log) -> tuple[np.ndarray, float | None, ScanResult | None]:
-    """Difference coefficients ``raw`` after k-weighting (mode none / fixed / optimize)."""
-    mode = choice(params.kweight.mode)
-    if mode == "none":
-        if sigma_delta is None:
-            print("  Warning: data without sigmas; fine without k-weighting, but the map "
-                  "cannot down-weight poorly measured reflections.", file=log)
-        return raw, None, None
-    if sigma_delta is None:
-        raise Sorry("k-weighting needs sigmas for both data sets and at least one has none: "
-                    "give F,SIGF labels or set kweight.mode=none.")
-    if mode == "fixed":
-        k = params.kweight.k_parameter
-        return raw * kweight.kweights(raw, sigma_delta, k), k, None
-    print("  Optimising k by negentropy:", file=log)
-    scan = kweight.optimize_k(raw, sigma_delta, grid, k_max=params.kweight.k_max,
-                              report=_reporter("k", log))
-    k = scan.best.parameter
-    return raw * kweight.kweights(raw, sigma_delta, k), k, scan
 
 
 def tv_settings(params) -> tv.TvSettings:
@@ -131,41 +136,78 @@ def tv_settings(params) -> tv.TvSettings:
                          tolerance=params.tv.tolerance, periodic=params.tv.periodic)
 
 
-def denoised_map(real_map: np.ndarray, params, log
-                 ) -> tuple[np.ndarray, float | None, ScanResult | None]:
-    """TV stage on a real-space map (mode none / fixed / optimize)."""
-    mode = choice(params.tv.mode)
-    if mode == "none":
-        return real_map, None, None
-    settings = tv_settings(params)
-    if mode == "fixed":
-        return tv.denoise(real_map, params.tv.weight, settings), params.tv.weight, None
-    lower, upper = params.tv.search_range
-    print("  Optimising the TV weight by negentropy:", file=log)
-    optimum = tv.optimize_tv_weight(real_map, lower, upper, settings,
-                                    report=_reporter("TV weight", log))
-    return optimum.denoised_map, optimum.weight, optimum.scan
+def free_scorer(grid: CellGrid, raw: np.ndarray, params) -> FreeScorer:
+    """Scorer against the measured (unweighted) difference at the free reflections
+    (validation.free_fraction, validation.seed)."""
+    free_set = FreeSet.draw(grid.miller_set, params.validation.free_fraction,
+                            params.validation.seed)
+    return FreeScorer(grid, free_set, raw, n_bootstrap=params.validation.n_bootstrap)
 
 
-def scale_and_grid(derivative: miller.array, native: miller.array, phases: miller.array,
-                   params, log) -> tuple[ScaledPair, CellGrid]:
-    """Scale the pair (scaling.mode) and build the unit-cell grid (map.sampling); log both."""
-    scaling_mode = choice(params.scaling.mode)
-    pair = scale_pair(derivative, native, phases, scaling_mode)
-    d, n = pair.derivative_scale, pair.native_scale
-    print(f"  Scaling ({scaling_mode}) on {pair.derivative.size()} common reflections: "
-          f"derivative k={d.k:.4g} B_iso={d.b_iso:.2f} A^2 R {d.r_before:.3f} -> "
-          f"{d.r_after:.3f}; native k={n.k:.4g} B_iso={n.b_iso:.2f} A^2 R {n.r_before:.3f} -> "
-          f"{n.r_after:.3f}", file=log)
-    grid = CellGrid.for_set(pair.derivative, sampling=params.map.sampling)
-    print(f"  Map grid {grid.n_real[0]} x {grid.n_real[1]} x {grid.n_real[2]} "
-          f"({grid.n_voxels} voxels)", file=log)
-    return pair, grid
+def search_range(coefficients: np.ndarray, grid: CellGrid, params) -> tuple[float, float]:
+    """TV search range relative to the map rms (tv.relative_search_range, or tv.search_range
+    in map units)."""
+    absolute = tuple(params.tv.search_range) if params.tv.search_range else None
+    return parameter_choice.relative_search_range(
+        absolute, tuple(params.tv.relative_search_range),
+        parameter_choice.rms(grid.to_map(coefficients)))
+
+
+def search_tv(coefficients: np.ndarray, grid: CellGrid, params, raw: np.ndarray, log,
+              relative_range: tuple[float, float] | None = None, n_coarse: int = 5
+              ) -> parameter_choice.TvChoice:
+    """TV weight search (tv.criterion) for ``coefficients``; validation against ``raw``."""
+    criterion = choice(params.tv.criterion)
+    relative_range = relative_range or search_range(coefficients, grid, params)
+    print(f"  Choosing the TV weight by {criterion} (relative weights "
+          f"{relative_range[0]:.3g}-{relative_range[1]:.3g} x map rms):", file=log)
+    scorer = free_scorer(grid, raw, params) if criterion == "validation" else None
+    if scorer is not None:
+        print(f"    {scorer.free_set.n_free} free reflections "
+              f"({params.validation.free_fraction:.0%}, seed {params.validation.seed})",
+              file=log)
+    chosen = parameter_choice.choose_tv_weight(
+        coefficients, grid, tv_settings(params), criterion, relative_range, scorer,
+        n_coarse=n_coarse, report=_reporter("TV weight", criterion, log, " x rms"))
+    if not chosen.determined:
+        print(f"  Warning: no difference signal above noise in the held-out reflections (best "
+              f"CC_free {chosen.scan.best.score:.4f}, standard error "
+              f"{chosen.standard_error:.4f}): the TV weight is not determined by validation; "
+              f"using the scan's highest negentropy, {chosen.relative_weight:.3g} x rms.",
+              file=log)
+    return chosen
+
+
+def search_k(raw: np.ndarray, sigma_delta: np.ndarray, grid: CellGrid, params,
+             tv_relative_weight: float | None, log) -> parameter_choice.KChoice:
+    """k search (kweight.criterion); validation scores each k after TV at
+    ``tv_relative_weight``, and falls back to negentropy when there is no TV step."""
+    criterion = choice(params.kweight.criterion)
+    if criterion == "validation" and tv_relative_weight is None:
+        print("  k cannot be validated without TV denoising (tv.mode=none): choosing it by "
+              "negentropy.", file=log)
+        criterion = "negentropy"
+    where = f" after TV at {tv_relative_weight:.3g} x rms" if criterion == "validation" else ""
+    print(f"  Choosing k by {criterion}{where}:", file=log)
+    scorer = free_scorer(grid, raw, params) if criterion == "validation" else None
+    chosen = parameter_choice.choose_k(raw, sigma_delta, grid, params.kweight.k_max, criterion,
+                                       scorer, tv_relative_weight, tv_settings(params),
+                                       report=_reporter("k", criterion, log))
+    if not chosen.determined:
+        best = chosen.scan.best
+        print(f"  The CC_free curve over k is flat within its noise (best k = "
+              f"{best.parameter:.3g} gains {best.score - chosen.scan.point_at(0.0).score:.4f},"
+              f" standard error {chosen.standard_error:.4f}): the data do not determine k; "
+              f"using the simplest value, k = 0.", file=log)
+    return chosen
 
 
 @dataclass
 class Enhancement:
-    """k-weighting then TV denoising of difference coefficients, with their scans."""
+    """k-weighting then TV denoising of difference coefficients, with their scans.
+
+    ``tv_weight`` is in map units (e/A^3 on the model's scale), ``tv_relative_weight`` in units
+    of the rms of the map that was denoised."""
 
     coefficients: np.ndarray
     final_map: np.ndarray
@@ -175,32 +217,104 @@ class Enhancement:
     tv_scan: ScanResult | None
     negentropy: dict
     timings: dict
+    tv_relative_weight: float | None = None
+    criteria: dict = field(default_factory=dict)
+    k_determined: bool | None = None
 
 
 def enhance(raw: np.ndarray, sigma_delta: np.ndarray | None, grid: CellGrid, params, log
             ) -> Enhancement:
-    """k-weight (kweight.*) then TV-denoise (tv.*) difference coefficients ``raw``."""
+    """k-weight (kweight.*) then TV-denoise (tv.*) difference coefficients ``raw``.
+
+    With kweight.criterion=validation, the TV weight is chosen first at k = 0, k is then
+    validated through TV at that weight, and the TV weight is refined around it if k moved.
+    """
     timings = {}
     raw_map = grid.to_map(raw)
     print(f"  Difference map rms {raw_map.std():.4g}, negentropy {negentropy(raw_map):.5f}",
           file=log)
+    k_mode, tv_mode = choice(params.kweight.mode), choice(params.tv.mode)
+    if k_mode != "none" and sigma_delta is None:
+        raise Sorry("k-weighting needs sigmas for both data sets and at least one has none: "
+                    "give F,SIGF labels or set kweight.mode=none.")
+    if k_mode == "none" and sigma_delta is None:
+        print("  Warning: data without sigmas; fine without k-weighting, but the map "
+              "cannot down-weight poorly measured reflections.", file=log)
     step = time.perf_counter()
-    coefficients, k, k_scan = weighted_coefficients(raw, sigma_delta, grid, params, log)
+    k, k_choice, first_tv = None, None, None
+    if k_mode == "fixed":
+        k = params.kweight.k_parameter
+    elif k_mode == "optimize":
+        tv_relative = None
+        if choice(params.kweight.criterion) == "validation" and tv_mode != "none":
+            k0_coefficients = raw * kweight.kweights(raw, sigma_delta, 0.0)
+            if tv_mode == "optimize":
+                first_tv = search_tv(k0_coefficients, grid, params, raw, log)
+                tv_relative = first_tv.relative_weight
+            else:
+                tv_relative = params.tv.weight / parameter_choice.rms(
+                    grid.to_map(k0_coefficients))
+        k_choice = search_k(raw, sigma_delta, grid, params, tv_relative, log)
+        k = k_choice.k
+    coefficients = raw if k is None else raw * kweight.kweights(raw, sigma_delta, k)
     weighted_map = raw_map if k is None else grid.to_map(coefficients)
     timings["kweight"] = time.perf_counter() - step
     if k is not None:
         print(f"  k-weighting with k = {k:.4g}: negentropy {negentropy(weighted_map):.5f}",
               file=log)
     step = time.perf_counter()
-    final_map, weight, tv_scan = denoised_map(weighted_map, params, log)
+    final_map, weight, relative, tv_choice = weighted_map, None, None, None
+    if tv_mode == "fixed":
+        weight = params.tv.weight
+        final_map = tv.denoise(weighted_map, weight, tv_settings(params))
+        relative = weight / parameter_choice.rms(weighted_map)
+    elif tv_mode == "optimize":
+        if first_tv is not None and k == 0.0:
+            tv_choice = first_tv  # the k = 0 search already denoised this very map
+        elif first_tv is not None:
+            tv_choice = search_tv(coefficients, grid, params, raw, log,
+                                  parameter_choice.refined_range(
+                                      first_tv.relative_weight,
+                                      search_range(coefficients, grid, params)), n_coarse=3)
+        else:
+            tv_choice = search_tv(coefficients, grid, params, raw, log)
+        final_map, weight, relative = (tv_choice.denoised_map, tv_choice.weight,
+                                       tv_choice.relative_weight)
     if weight is not None:
         coefficients = grid.to_coefficients(final_map)
-        print(f"  TV denoising with weight {weight:.4g}: negentropy "
+        print(f"  TV denoising with weight {weight:.4g} ({relative:.3g} x rms): negentropy "
               f"{negentropy(final_map):.5f}", file=log)
     timings["tv"] = time.perf_counter() - step
-    return Enhancement(coefficients, final_map, k, k_scan, weight, tv_scan,
+    criteria = {"kweight": k_choice.criterion if k_choice else None,
+                "tv": tv_choice.criterion if tv_choice else None,
+                "tv_determined_by_data": tv_choice.determined if tv_choice else None}
+    return Enhancement(coefficients, final_map, k, k_choice.scan if k_choice else None, weight,
+                       tv_choice.scan if tv_choice else None,
                        {"raw": negentropy(raw_map), "kweighted": negentropy(weighted_map),
-                        "final": negentropy(final_map)}, timings)
+                        "final": negentropy(final_map)}, timings, relative, criteria,
+                       k_choice.determined if k_choice else None)
+
+
+def scale_and_grid(derivative: miller.array, native: miller.array, phases: miller.array,
+                   params, log) -> tuple[ScaledPair, CellGrid]:
+    """Scale the pair (scaling.mode) and build the unit-cell grid (map.sampling); log both."""
+    scaling_mode = choice(params.scaling.mode)
+    if not derivative.crystal_symmetry().is_similar_symmetry(native.crystal_symmetry()):
+        print(f"  The derivative's cell ({fmt_cell(derivative.unit_cell())}) differs by "
+              f"{max_cell_difference(derivative.unit_cell(), native.unit_cell()):.2f} % from "
+              f"the native's ({fmt_cell(native.unit_cell())}): its reflections are put on "
+              f"the native's cell.", file=log)
+    pair = scale_pair(derivative, native, phases, scaling_mode,
+                      params.isomorphism.max_cell_difference)
+    d, n = pair.derivative_scale, pair.native_scale
+    print(f"  Scaling ({scaling_mode}) on {pair.derivative.size()} common reflections: "
+          f"derivative k={d.k:.4g} B_iso={d.b_iso:.2f} A^2 R {d.r_before:.3f} -> "
+          f"{d.r_after:.3f}; native k={n.k:.4g} B_iso={n.b_iso:.2f} A^2 R {n.r_before:.3f} -> "
+          f"{n.r_after:.3f}", file=log)
+    grid = CellGrid.for_set(pair.derivative, sampling=params.map.sampling)
+    print(f"  Map grid {grid.n_real[0]} x {grid.n_real[1]} x {grid.n_real[2]} "
+          f"({grid.n_voxels} voxels)", file=log)
+    return pair, grid
 
 
 def complex_array(miller_set: miller.set, values: np.ndarray) -> miller.array:
@@ -214,6 +328,8 @@ def result_metadata(pair: ScaledPair, grid: CellGrid, enhancement: Enhancement) 
                         "native": pair.native_scale.as_dict()},
             "negentropy": enhancement.negentropy,
             "k_parameter": enhancement.k_parameter, "tv_weight": enhancement.tv_weight,
+            "tv_weight_relative": enhancement.tv_relative_weight,
+            "criteria": enhancement.criteria, "k_determined_by_data": enhancement.k_determined,
             "kweight_scan": enhancement.kweight_scan.as_dict() if enhancement.kweight_scan
             else None,
             "tv_scan": enhancement.tv_scan.as_dict() if enhancement.tv_scan else None,
@@ -221,16 +337,19 @@ def result_metadata(pair: ScaledPair, grid: CellGrid, enhancement: Enhancement) 
 
 
 def compute_diffmap(derivative: miller.array, native: miller.array, phases: miller.array,
-                    params=None, log=None) -> DiffmapResult:
+                    params=None, log=None, on_scaled=None) -> DiffmapResult:
     """Isomorphous difference map coefficients, derivative minus native.
 
     ``params`` is the diffmap PHIL extract (defaults when None); its scaling, kweight, tv and
-    map scopes are used.  Progress goes to ``log``.
+    map scopes are used.  Progress goes to ``log``; ``on_scaled(pair)``, if given, is called
+    with the ScaledPair as soon as the data are scaled (the programs' isomorphism report).
     """
     params = params if params is not None else default_params("diffmap")
     log = log or null_out()
     start = time.perf_counter()
     pair, grid = scale_and_grid(derivative, native, phases, params, log)
+    if on_scaled is not None:
+        on_scaled(pair)
     prepared = time.perf_counter()
     raw = pair.delta_f * pair.unit_phases
     enhancement = enhance(raw, pair.sigma_delta, grid, params, log)

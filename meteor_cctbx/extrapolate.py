@@ -80,17 +80,17 @@ def difference_gain(processed_map: np.ndarray, raw_map: np.ndarray, threshold: f
 
 
 def difference_stage(derivative: miller.array, native: miller.array, phases: miller.array,
-                     params, log) -> tuple[DiffmapResult, np.ndarray]:
+                     params, log, on_scaled=None) -> tuple[DiffmapResult, np.ndarray]:
     """dF by extrapolate.difference and its coefficients (complex, on the pair's set)."""
     kind = choice(params.extrapolate.difference)
     if kind == "phaseboost":
-        result = compute_phaseboost(derivative, native, phases, params, log)
+        result = compute_phaseboost(derivative, native, phases, params, log, on_scaled)
         return result, result.map_coefficients.data().as_numpy_array()
     if kind == "raw":
         params = copy.deepcopy(params)
         params.kweight.mode = "none"
         params.tv.mode = "none"
-    result = compute_diffmap(derivative, native, phases, params, log)
+    result = compute_diffmap(derivative, native, phases, params, log, on_scaled)
     source = result.raw_coefficients if kind == "raw" else result.map_coefficients
     return result, source.data().as_numpy_array()
 
@@ -160,18 +160,20 @@ def report_estimates(estimate: OccupancyEstimate, log) -> None:
 
 
 def compute_extrapolation(derivative: miller.array, native: miller.array, phases: miller.array,
-                          params=None, log=None) -> ExtrapolationResult:
+                          params=None, log=None, on_scaled=None) -> ExtrapolationResult:
     """Extrapolated structure factors and map coefficients of the minor state.
 
     ``params`` is the extrapolate PHIL extract (defaults when None): the difference-map scopes
     (scaling, kweight, tv, map, phaseboost) and ``extrapolate``.  ``phases`` is F_model (its
     amplitudes are the scaling reference and, for formula=fcalc, the base amplitudes).
+    ``on_scaled(pair)``, if given, is called once the pair is scaled (as in compute_diffmap).
     """
     params = params if params is not None else default_params("extrapolate")
     log = log or null_out()
     settings = params.extrapolate
     start = time.perf_counter()
-    difference, coefficients = difference_stage(derivative, native, phases, params, log)
+    difference, coefficients = difference_stage(derivative, native, phases, params, log,
+                                                on_scaled)
     pair, grid = difference.pair, difference.grid
     model_array, _ = phases.common_sets(pair.derivative)
     if not model_array.indices().all_eq(pair.derivative.indices()):

@@ -346,7 +346,7 @@ class SolventModel:
 
     mean: float
     sigma: float
-    solvent_fraction: float
+    peak_share: float  # share of the voxels under the solvent Gaussian (not the solvent fraction)
     centres: np.ndarray
     counts: np.ndarray
     solvent: np.ndarray
@@ -565,7 +565,7 @@ class LocalScaleResult:
             "reference_tile_stop": self.reference.tile_stop,
             "solvent_mean": self.solvent.mean,
             "solvent_sigma": self.solvent.sigma,
-            "solvent_fraction": self.solvent.solvent_fraction,
+            "solvent_peak_share": self.solvent.peak_share,
             "solvent_voxels_sampled": self.solvent.sampled_voxels,
             "solvent_mask_marks": self.mask_marks,
             "confidence_0.5_level": self.solvent.level_at_confidence(0.5),
@@ -660,7 +660,7 @@ def estimate_local_scale(values: np.ndarray, geometry: GridGeometry, params,
     confidence = solvent.confidence_of(lowpassed, params.solvent.hedge_confidence)
     del lowpassed
     step("solvent_model", f"solvent model mean {solvent.mean:.4g}, sigma "
-         f"{solvent.sigma:.4g}, fraction {solvent.solvent_fraction:.2f}")
+         f"{solvent.sigma:.4g}, peak share {solvent.peak_share:.2f}")
 
     modified = None
     if params.modify.mode != "none" or params.solvent.exclude:

@@ -19,11 +19,13 @@ import numpy as np
 
 @dataclass
 class ScanPoint:
-    """One evaluation: the parameter value, its score and the seconds it took."""
+    """One evaluation: the parameter value, its score, the seconds it took and any other
+    criteria computed on the way (e.g. the negentropy of a map scored by validation)."""
 
     parameter: float
     score: float
     seconds: float
+    others: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -43,17 +45,23 @@ class ScanResult:
     def as_dict(self) -> dict:
         best = self.best
         return {"name": self.name, "best_parameter": best.parameter, "best_score": best.score,
-                "points": [{"parameter": p.parameter, "score": p.score, "seconds": p.seconds}
-                           for p in self.points]}
+                "points": [{"parameter": p.parameter, "score": p.score, "seconds": p.seconds,
+                            **p.others} for p in self.points]}
+
+    def point_at(self, parameter: float) -> ScanPoint:
+        """The evaluated point at ``parameter``."""
+        return next(p for p in self.points if p.parameter == parameter)
 
 
-def maximize_scalar(score: Callable[[float], float], lower: float, upper: float, *,
+def maximize_scalar(score: Callable[[float], float | tuple[float, dict]], lower: float,
+                    upper: float, *,
                     name: str = "parameter", n_coarse: int = 9, log_scale: bool = False,
                     tolerance: float = 0.01, max_rounds: int = 20,
                     extra_points: Sequence[float] = (),
                     report: Callable[[ScanPoint], None] | None = None) -> ScanResult:
     """Maximise ``score(x)`` for x in [lower, upper].
 
+    ``score`` returns the score, or (score, other criteria) to be recorded with the point.
     ``tolerance`` is the final bracket width in the search variable (x, or log10 x with
     ``log_scale``).  ``extra_points`` are evaluated with the coarse scan (e.g. x = 0 on a log
     scale).  ``report`` is called with every new point (progress logging).
@@ -69,9 +77,11 @@ def maximize_scalar(score: Callable[[float], float], lower: float, upper: float,
 
     def timed(x: float) -> ScanPoint:
         start = time.perf_counter()
-        value = float(score(x))
+        value = score(x)
+        value, others = value if isinstance(value, tuple) else (value, {})
+        value = float(value)
         return ScanPoint(x, value if math.isfinite(value) else -math.inf,
-                         time.perf_counter() - start)
+                         time.perf_counter() - start, dict(others))
 
     def evaluate(us: Sequence[float]) -> None:
         new = sorted({round(u, 12) for u in us} - scores.keys())

@@ -6,12 +6,15 @@ then k-weighting and TV denoising as in meteor.diffmap: the library API.
     result.map_coefficients, result.derivative_coefficients, result.iterations
 
 Loop, with F_nat = |F_nat| exp(i phi_nat) fixed and dF = (|F_der| - |F_nat|) exp(i phi_nat) to
-start: map of dF -> TV denoising, not rescaled (the weight among ``tv_weights_to_scan`` giving
-the highest negentropy) -> coefficients dF' -> F_der' = (dF' + F_nat) |F_der| / |dF' + F_nat| (measured
-derivative amplitudes kept, derivative phases updated) -> dF = F_der' - F_nat.  It stops when
-the mean absolute change of the derivative phases falls below ``convergence_tolerance``
-(degrees), when the negentropy after TV decreases (that iteration's update is discarded), or
-after ``max_iterations``.
+start: map of dF -> TV denoising, not rescaled -> coefficients dF' ->
+F_der' = (dF' + F_nat) |F_der| / |dF' + F_nat| (measured derivative amplitudes kept, derivative
+phases updated) -> dF = F_der' - F_nat.  The loop's TV weight is, by default
+(``tv_criterion=validation``), ``loop_weight_scale`` times the weight validated on the initial
+difference map (held-out reflections, as in meteor.diffmap), kept for every iteration; with
+``tv_criterion=negentropy`` it is, at each iteration, the weight among ``tv_weights_to_scan``
+giving the highest negentropy (meteor-maps' rule), and the loop also stops when that
+negentropy decreases (the update is discarded).  It stops when the mean absolute change of the
+derivative phases falls below ``convergence_tolerance`` (degrees) or after ``max_iterations``.
 """
 from __future__ import annotations
 
@@ -23,11 +26,12 @@ from cctbx import miller
 from libtbx.utils import null_out
 
 from meteor_cctbx import tv
-from meteor_cctbx.diffmap import (DiffmapResult, complex_array, enhance, result_metadata,
-                                  scale_and_grid, tv_settings)
+from meteor_cctbx.diffmap import (DiffmapResult, complex_array, enhance, free_scorer,
+                                  result_metadata, scale_and_grid, search_tv, tv_settings)
 from meteor_cctbx.grid import CellGrid
 from meteor_cctbx.negentropy import negentropy
-from meteor_cctbx.phil import default_params
+from meteor_cctbx.maximize import ScanResult
+from meteor_cctbx.phil import choice, default_params
 
 STOP_CONVERGED = "phase change below tolerance"
 STOP_NEGENTROPY = "negentropy after TV decreased"
@@ -63,8 +67,16 @@ def mean_phase_change(before: np.ndarray, after: np.ndarray) -> float:
 def retrieve_derivative_phases(derivative_amplitudes: np.ndarray, native: np.ndarray,
                                grid: CellGrid, tv_weights: list[float],
                                settings: tv.TvSettings, convergence_tolerance: float,
-                               max_iterations: int, log=None) -> PhaseRetrieval:
-    """Run the phase-retrieval loop; ``native`` is complex F_nat, amplitudes are |F_der|."""
+                               max_iterations: int, log=None,
+                               free: np.ndarray | None = None) -> PhaseRetrieval:
+    """Run the phase-retrieval loop; ``native`` is complex F_nat, amplitudes are |F_der|.
+
+    With one weight in ``tv_weights`` it is used at every iteration; with several, each
+    iteration takes the one of highest negentropy and the loop stops when that decreases.
+    Reflections flagged ``free`` are left out of every map the loop denoises; their phases
+    are still updated, from the other reflections alone, so that they can validate the
+    final map without having seen their own measurement.
+    """
     log = log or null_out()
     native_phases = np.exp(1j * np.angle(native))
     derivative = derivative_amplitudes * native_phases
@@ -72,14 +84,16 @@ def retrieve_derivative_phases(derivative_amplitudes: np.ndarray, native: np.nda
     stop_reason = STOP_MAX_ITERATIONS
     for number in range(1, max_iterations + 1):
         start = time.perf_counter()
-        difference_map = grid.to_map(derivative - native)
+        difference = derivative - native
+        difference_map = grid.to_map(difference if free is None else np.where(free, 0,
+                                                                              difference))
         best_score, best_weight, best_map = -np.inf, None, None
         for weight in tv_weights:
             denoised = tv.denoise(difference_map, weight, settings, rescale=False)
             score = negentropy(denoised)
             if score > best_score:
                 best_score, best_weight, best_map = score, weight, denoised
-        if iterations and best_score < iterations[-1].negentropy:
+        if len(tv_weights) > 1 and iterations and best_score < iterations[-1].negentropy:
             stop_reason = STOP_NEGENTROPY
             print(f"    iteration {number:3d}: negentropy {best_score:.5f} below the previous "
                   f"{iterations[-1].negentropy:.5f}; stopping", file=log, flush=True)
@@ -101,6 +115,22 @@ def retrieve_derivative_phases(derivative_amplitudes: np.ndarray, native: np.nda
     return PhaseRetrieval(derivative, iterations, stop_reason)
 
 
+def loop_tv_weights(initial_difference: np.ndarray, grid: CellGrid, params, log
+                    ) -> tuple[list[float], ScanResult | None, np.ndarray | None]:
+    """The loop's TV weights (map units) by phaseboost.tv_criterion, the validation scan
+    behind them (None for negentropy, whose weights are tv_weights_to_scan), and the free
+    reflections the loop must leave out (None when nothing after the loop validates)."""
+    boost = params.phaseboost
+    validating = "validation" in (choice(params.tv.criterion), choice(params.kweight.criterion))
+    free = free_scorer(grid, initial_difference, params).free_set.free if validating else None
+    if choice(boost.tv_criterion) == "negentropy":
+        return list(boost.tv_weights_to_scan), None, free
+    print("  Loop TV weight: validated on the initial difference map, times "
+          f"{boost.loop_weight_scale:g}.", file=log)
+    validated = search_tv(initial_difference, grid, params, initial_difference, log)
+    return [validated.weight * boost.loop_weight_scale], validated.scan, free
+
+
 @dataclass
 class PhaseboostResult(DiffmapResult):
     """DiffmapResult plus the retrieved derivative and the loop's history."""
@@ -108,29 +138,34 @@ class PhaseboostResult(DiffmapResult):
     derivative_coefficients: miller.array | None = None  # F_DERIV/PHI_DERIV
     iterations: list[Iteration] = field(default_factory=list)
     stop_reason: str = ""
+    loop_tv_scan: ScanResult | None = None  # validation scan behind the loop's TV weight
 
 
 def compute_phaseboost(derivative: miller.array, native: miller.array, phases: miller.array,
-                       params=None, log=None) -> PhaseboostResult:
+                       params=None, log=None, on_scaled=None) -> PhaseboostResult:
     """Derivative-minus-native map with derivative phases retrieved by iterative TV.
 
     ``params`` is the phaseboost PHIL extract (defaults when None): scaling, kweight, tv, map
-    and phaseboost scopes.  Inputs as for compute_diffmap.
+    and phaseboost scopes.  Inputs (and ``on_scaled``) as for compute_diffmap.
     """
     params = params if params is not None else default_params("phaseboost")
     log = log or null_out()
     start = time.perf_counter()
     pair, grid = scale_and_grid(derivative, native, phases, params, log)
+    if on_scaled is not None:
+        on_scaled(pair)
     native_coefficients = pair.native.data().as_numpy_array() * pair.unit_phases
     derivative_amplitudes = pair.derivative.data().as_numpy_array()
     boost = params.phaseboost
-    print(f"  Iterative TV phase retrieval (weights {' '.join(map(str, boost.tv_weights_to_scan))}"
+    loop_start = time.perf_counter()
+    loop_weights, loop_scan, free = loop_tv_weights(pair.delta_f * pair.unit_phases, grid,
+                                                    params, log)
+    print(f"  Iterative TV phase retrieval (weights {' '.join(f'{w:.4g}' for w in loop_weights)}"
           f", tolerance {boost.convergence_tolerance} deg, at most {boost.max_iterations} "
           f"iterations):", file=log)
-    loop_start = time.perf_counter()
     retrieval = retrieve_derivative_phases(
-        derivative_amplitudes, native_coefficients, grid, list(boost.tv_weights_to_scan),
-        tv_settings(params), boost.convergence_tolerance, boost.max_iterations, log)
+        derivative_amplitudes, native_coefficients, grid, loop_weights,
+        tv_settings(params), boost.convergence_tolerance, boost.max_iterations, log, free)
     loop_seconds = time.perf_counter() - loop_start
     print(f"  Stopped after {len(retrieval.iterations)} iterations: {retrieval.stop_reason}",
           file=log)
@@ -139,7 +174,9 @@ def compute_phaseboost(derivative: miller.array, native: miller.array, phases: m
     enhancement = enhance(retrieved_difference, pair.sigma_delta, grid, params, log)
     metadata = result_metadata(pair, grid, enhancement)
     metadata.update(stop_reason=retrieval.stop_reason,
-                    iterations=[vars(i) for i in retrieval.iterations])
+                    iterations=[vars(i) for i in retrieval.iterations],
+                    loop_tv_weights=loop_weights,
+                    loop_tv_scan=loop_scan.as_dict() if loop_scan else None)
     metadata["timings_seconds"].update(phase_retrieval=loop_seconds,
                                        total=time.perf_counter() - start)
     initial = pair.delta_f * pair.unit_phases
@@ -150,4 +187,5 @@ def compute_phaseboost(derivative: miller.array, native: miller.array, phases: m
         tv_weight=enhancement.tv_weight, kweight_scan=enhancement.kweight_scan,
         tv_scan=enhancement.tv_scan, metadata=metadata,
         derivative_coefficients=complex_array(pair.derivative, retrieval.derivative),
-        iterations=retrieval.iterations, stop_reason=retrieval.stop_reason)
+        iterations=retrieval.iterations, stop_reason=retrieval.stop_reason,
+        loop_tv_scan=loop_scan)

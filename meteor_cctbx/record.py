@@ -239,7 +239,8 @@ def software_versions() -> dict[str, str]:
     from importlib import metadata
 
     versions = {"python": platform.python_version(), "platform": sys.platform}
-    for name in ("meteor_cctbx", "cctbx-base", "numpy", "scipy", "scikit-image"):
+    for name in ("meteor_cctbx", "cctbx-base", "numpy", "scipy", "scikit-image", "numba",
+                 "matplotlib"):
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
@@ -278,6 +279,9 @@ class Panel:
     chosen: float | None = None
     log_x: bool = False
     extra_curves: list[tuple[str, Sequence[float], Sequence[float]]] = field(default_factory=list)
+    secondary: tuple[str, Sequence[float]] | None = None  # (label, y) on a right-hand axis
+    log_y: bool = False
+    hlines: list[tuple[float, str]] = field(default_factory=list)  # (y, label), e.g. a tolerance
 
 
 def write_panels_png(path: str | os.PathLike, panels: Sequence[Panel], title: str = "") -> None:
@@ -288,18 +292,34 @@ def write_panels_png(path: str | os.PathLike, panels: Sequence[Panel], title: st
     import matplotlib.pyplot as plt
 
     n = max(len(panels), 1)
-    fig, axes = plt.subplots(1, n, figsize=(4.5 * n, 3.6), squeeze=False)
-    for ax, panel in zip(axes[0], panels):
+    columns = min(n, 2)
+    rows = -(-n // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(5.2 * columns, 3.9 * rows), squeeze=False)
+    for ax in axes.ravel()[n:]:
+        ax.set_visible(False)
+    for ax, panel in zip(axes.ravel(), panels):
         order = np.argsort(np.asarray(panel.x, dtype=float)) if len(panel.x) else []
         x = np.asarray(panel.x, dtype=float)[order] if len(panel.x) else []
         y = np.asarray(panel.y, dtype=float)[order] if len(panel.y) else []
-        ax.plot(x, y, "o-", ms=3, lw=1)
+        ax.plot(x, y, "o-", ms=3, lw=1, color="tab:blue", label=panel.ylabel)
         for label, ex, ey in panel.extra_curves:
             ax.plot(ex, ey, "-", lw=1, label=label)
-        if panel.extra_curves:
-            ax.legend(fontsize=7)
+        for level, label in panel.hlines:
+            ax.axhline(level, color="grey", lw=1, ls=":", label=label)
+        if panel.secondary is not None and len(x):
+            label, values = panel.secondary
+            twin = ax.twinx()
+            twin.plot(x, np.asarray(values, dtype=float)[order], "s--", ms=2.5, lw=0.8,
+                      color="tab:orange", label=label)
+            twin.set_ylabel(label, color="tab:orange")
+            twin.tick_params(axis="y", colors="tab:orange")
         if panel.chosen is not None:
-            ax.axvline(panel.chosen, color="tab:red", lw=1, ls="--")
+            ax.axvline(panel.chosen, color="tab:red", lw=1, ls="--",
+                       label=f"chosen {panel.chosen:.3g}")
+        if panel.log_y and len(y) and np.all(y > 0):
+            ax.set_yscale("log")
+        if panel.chosen is not None or panel.extra_curves or panel.hlines:
+            ax.legend(fontsize=7, loc="best")
         positive = [v for v in x if v > 0]
         if panel.log_x and positive:
             ax.set_xscale("symlog", linthresh=min(positive))
@@ -315,30 +335,54 @@ def write_panels_png(path: str | os.PathLike, panels: Sequence[Panel], title: st
     plt.close(fig)
 
 
+@dataclass
+class MtzNames:
+    """CCP4's names for the data in an MTZ: project, crystal and dataset (and wavelength, A)."""
+
+    project: str = "meteor"
+    crystal: str = "crystal"
+    dataset: str = "dataset"
+    wavelength: float = 1.0
+
+
 def write_map_coefficients_mtz(path: str | os.PathLike, columns: Sequence[tuple],
-                               history: Sequence[str] = ()) -> None:
+                               history: Sequence[str] = (), title: str = "",
+                               names: MtzNames | None = None) -> None:
     """Atomically write complex miller arrays as amplitude/phase column pairs of one MTZ.
 
-    ``columns`` holds (complex array, amplitude label, phase label) triples; phases are written
-    in degrees (MTZ type P), amplitudes as type F.  A real amplitude array with sigmas may
-    stand in a triple as (array, "F", "SIGF"): written as columns F (type F) and SIGF (type Q).
+    ``columns`` holds (complex array, amplitude label, phase label) triples, or quadruples
+    with a sigma label, whose sigmas (the complex array's ``sigmas()``) follow the phase as
+    type Q; phases are written in degrees (MTZ type P), amplitudes as type F.  A real amplitude
+    array with sigmas may stand as (array, "F", "SIGF"): columns F (type F) and SIGF (type Q).
+    ``title`` (at most 70 characters) and ``names`` go into the MTZ header.
     """
+    names = names or MtzNames()
     dataset = None
-    for array, amplitude_label, second_label in columns:
-        if array.is_complex_array():
-            parts = [(abs(array).set_observation_type_xray_amplitude(), amplitude_label, "F"),
-                     (array.phases(deg=True), second_label, "P")]
-        else:
-            if second_label != "SIG" + amplitude_label or array.sigmas() is None:
+    for array, amplitude_label, phase_label, *sigma_label in columns:
+        if not array.is_complex_array():
+            if phase_label != "SIG" + amplitude_label or array.sigmas() is None:
                 raise ValueError(f"amplitudes {amplitude_label} need sigmas labelled "
                                  f"SIG{amplitude_label}")
             parts = [(array, amplitude_label, "FQ")]
+        else:
+            sigmas = array.sigmas()
+            array = array.customized_copy(sigmas=None)
+            amplitudes = abs(array).set_observation_type_xray_amplitude()
+            parts = [(amplitudes, amplitude_label, "F"),
+                     (array.phases(deg=True), phase_label, "P")]
+            if sigma_label and sigmas is not None:
+                parts.append((amplitudes.customized_copy(data=sigmas), sigma_label[0], "Q"))
         for part, label, types in parts:
             if dataset is None:
-                dataset = part.as_mtz_dataset(column_root_label=label, column_types=types)
+                dataset = part.as_mtz_dataset(
+                    column_root_label=label, column_types=types,
+                    wavelength=names.wavelength, crystal_name=names.crystal,
+                    project_name=names.project, dataset_name=names.dataset)
             else:
                 dataset.add_miller_array(part, column_root_label=label, column_types=types)
     mtz = dataset.mtz_object()
+    if title:
+        mtz.set_title(title[:70])
     for line in history:
         mtz.add_history(line[:80])
     write_mtz(path, mtz)
@@ -397,3 +441,42 @@ def write_cell_map_ccp4(path: str | os.PathLike, real_map: np.ndarray, unit_cell
                                           space_group=space_group, map_data=data.as_double(),
                                           labels=labels)
     write_with(path, writer, verify=verify_ccp4_map)
+
+
+# ---------------------------------------------------------------------------------------------
+# What a run was: its command line, date, directory and input files (every program's record)
+
+#: The command line of the program being run, set by command_line.run_as_command; None
+#: outside it (then sys.argv is recorded).
+COMMAND_LINE: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
+    "meteor_command_line", default=None)
+
+
+def input_file_record(path: str | os.PathLike) -> dict:
+    """{"path": as given, "bytes": size, "sha256": digest} of one input file."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return {"path": os.fspath(path), "bytes": os.path.getsize(path),
+            "sha256": digest.hexdigest()}
+
+
+def run_context(input_files: Sequence[str | os.PathLike | None]) -> dict:
+    """The record's "run" entry: command line (as one shell-quoted string), date (ISO 8601,
+    UTC), working directory and each input file with its size and SHA-256."""
+    import datetime
+    import shlex
+
+    arguments = COMMAND_LINE.get()
+    arguments = list(sys.argv) if arguments is None else arguments
+    seen = []
+    for path in input_files:
+        if path and os.fspath(path) not in seen:
+            seen.append(os.fspath(path))
+    return {"command_line": shlex.join(str(a) for a in arguments),
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "working_directory": os.getcwd(),
+            "input_files": [input_file_record(p) for p in seen if os.path.isfile(p)]}

@@ -260,12 +260,19 @@ def load_amplitudes(path: str | os.PathLike, labels: Sequence[str] | str | None,
 def load_phases(path: str | os.PathLike, labels: Sequence[str] | str) -> miller.array:
     """Complex coefficients (e.g. FC,PHIC) or phases alone (degrees) from a reflection file.
 
-    Phases alone are returned as complex numbers of modulus 1.
+    Phases alone are returned as complex numbers of modulus 1 (the derivative is then scaled
+    to the native).  A single phase label is phases alone even when the file pairs that
+    column with amplitudes (PHIC of FC,PHIC): the amplitudes are not used.
     """
     arrays = read_miller_arrays(path)
     requested = normalise_labels(labels)
-    array = pick_array(arrays, requested, str(path), "Phases")
+    paired = [a for a in arrays if a.is_complex_array() and len(requested) == 1
+              and a.info() is not None and _short(a.info().labels[-1]) == _short(requested[0])]
+    array = paired[0] if len(paired) == 1 else pick_array(arrays, requested, str(path),
+                                                          "Phases")
     kind = kind_of(array)
+    if kind == "map coefficients" and len(requested) == 1:
+        return unit_phases(array).map_to_asu()
     if kind == "map coefficients":
         return array.map_to_asu()
     if array.is_real_array() and kind in ("phase", "other"):
@@ -274,6 +281,32 @@ def load_phases(path: str | os.PathLike, labels: Sequence[str] | str) -> miller.
         return array.customized_copy(data=flex.complex_double(unit)).map_to_asu()
     raise Sorry(f"Phases labels '{','.join(requested)}' in {path} are {kind}, not phases: give "
                 f"a phase column (PHI...) or an amplitude,phase pair (FC,PHIC).")
+
+
+def mtz_dataset_names(path: str | os.PathLike, labels: Sequence[str] | str | None = None
+                      ) -> tuple[str, str, str, float] | None:
+    """(project, crystal, dataset, wavelength in A) of the MTZ dataset holding the first of
+    ``labels`` (without labels: the first dataset with columns); None for other formats."""
+    import iotbx.mtz
+
+    if not is_mtz(path):
+        return None
+    wanted = normalise_labels(labels)[:1]
+    for crystal in iotbx.mtz.object(str(path)).crystals():
+        for dataset in crystal.datasets():
+            columns = [c.label() for c in dataset.columns()]
+            if [c for c in columns if c not in ("H", "K", "L")] and (
+                    not wanted or wanted[0] in columns):
+                return (crystal.project_name(), crystal.name(), dataset.name(),
+                        dataset.wavelength())
+    return None
+
+
+def unit_phases(coefficients: miller.array) -> miller.array:
+    """exp(i phi) of complex coefficients: their phases without their amplitudes."""
+    values = coefficients.data().as_numpy_array()
+    return coefficients.customized_copy(data=flex.complex_double(
+        np.exp(1j * np.angle(values))))
 
 
 def resolution_cut(array: miller.array, d_min: float | None, d_max: float | None,

@@ -26,6 +26,7 @@ import scipy.optimize
 
 from meteor_cctbx.maximize import ScanPoint, ScanResult, maximize_scalar
 from meteor_cctbx.negentropy import negentropy
+from meteor_cctbx.solvent_fraction import molecular_envelope
 
 SCORES = ("negentropy", "kurtosis", "adjusted_sa")
 FSC_CUTOFF = 0.143
@@ -165,24 +166,11 @@ class MolecularRegion:
     @classmethod
     def of_map(cls, map_manager: MapManager, resolution: float,
                solvent_content: float | None = None) -> MolecularRegion:
-        """Mask the region of high local variance (smoothing radius 2×resolution).
-
-        With ``solvent_content`` the mask covers 1 − solvent_content of the map; without, cctbx
-        estimates it (threshold at 5% of the highest local variance).
-        """
-        mask, solvent_fraction = segment_and_split_map.get_solvent_fraction_from_low_res_mask(
-            crystal_symmetry=map_manager.crystal_symmetry(),
-            map_data=map_manager.map_data(),
-            fraction_of_max_mask_threshold=0.05,
-            solvent_content=solvent_content,
-            use_solvent_content_for_threshold=solvent_content is not None,
-            mask_resolution=resolution,
-            return_mask_and_solvent_fraction=True,
-            out=null_out())
-        if mask is None or not 0.0 < solvent_fraction < 1.0:
-            raise Sorry("Could not find the molecule in the map to estimate its solvent "
-                        "content: give solvent_content=<fraction of the map that is solvent>.")
-        return cls(mask=mask.as_numpy_array() > 0.5, solvent_fraction=float(solvent_fraction))
+        """The molecular envelope and solvent fraction of meteor_cctbx.solvent_fraction (the
+        definition every program shares) at ``resolution``."""
+        envelope = molecular_envelope(map_manager.map_data(), map_manager.crystal_symmetry(),
+                                      resolution, solvent_content)
+        return cls(mask=envelope.mask, solvent_fraction=envelope.solvent_fraction)
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""Total-variation (TV) denoising of a unit-cell map and the choice of its weight by negentropy.
+"""Total-variation (TV) denoising of a unit-cell map (the choice of its weight is in
+``parameter_choice``).
 
 The model is scikit-image's (isotropic ROF: argmin |u - f|^2/2 + weight TV(u)); the TV weight is
 in map units (e/A^3 for data scaled to the model), as in meteor-maps: larger weights give
@@ -11,16 +12,11 @@ meteor-maps does.  The denoised map is rescaled to the input map's mean and stan
 from __future__ import annotations
 
 import math
-import threading
 from dataclasses import dataclass
-from typing import Callable
 
 import numba
 import numpy as np
-from skimage.restoration import denoise_tv_chambolle
 
-from meteor_cctbx.maximize import ScanPoint, ScanResult, maximize_scalar
-from meteor_cctbx.negentropy import negentropy
 
 # numba's OpenMP threading layer, which it picks once cctbx has loaded libgomp, gave wrong
 # results for the kernels below with two threads (a 0.4 difference after two iterations);
@@ -56,6 +52,8 @@ def denoise(real_map: np.ndarray, weight: float, settings: TvSettings = TvSettin
     if settings.periodic:
         denoised = tv_denoise_periodic(real_map, weight, settings.max_iterations)
     else:
+        from skimage.restoration import denoise_tv_chambolle  # ~1 s to import: only here
+
         denoised = denoise_tv_chambolle(real_map, weight=weight, eps=settings.tolerance,
                                         max_num_iter=settings.max_iterations)
     denoised = np.ascontiguousarray(denoised, dtype=np.float32)
@@ -167,40 +165,3 @@ def rescale_like(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
         return np.full_like(values, target_mean)
     scale = target_std / std
     return ((values - values.mean(dtype=np.float64)) * scale + target_mean).astype(np.float32)
-
-
-@dataclass
-class TvOptimum:
-    """The scan over TV weights and the denoised map at the best weight."""
-
-    scan: ScanResult
-    weight: float
-    negentropy: float
-    denoised_map: np.ndarray
-
-
-def optimize_tv_weight(real_map: np.ndarray, lower: float, upper: float,
-                       settings: TvSettings = TvSettings(), tolerance: float = 0.1,
-                       n_coarse: int = 7,
-                       report: Callable[[ScanPoint], None] | None = None) -> TvOptimum:
-    """Find the TV weight in [lower, upper] (map units) maximising the denoised map's negentropy.
-
-    A log-scale bracketed search (``tolerance`` in log10 units); weight 0 (no denoising) is
-    scored too.  The best denoised map is kept, so it is never recomputed.
-    """
-    best: dict = {}
-    lock = threading.Lock()
-
-    def score(weight: float) -> float:
-        denoised = denoise(real_map, weight, settings)
-        value = negentropy(denoised)
-        with lock:
-            if not best or value > best["score"]:
-                best.update(score=value, weight=weight, map=denoised)
-        return value
-
-    scan = maximize_scalar(score, lower, upper, name="tv_weight", n_coarse=n_coarse,
-                           log_scale=True, tolerance=tolerance, extra_points=(0.0,),
-                           report=report)
-    return TvOptimum(scan=scan, weight=best["weight"], negentropy=best["score"],
-                     denoised_map=best["map"])

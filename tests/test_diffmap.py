@@ -22,17 +22,18 @@ def test_final_map_beats_raw_difference_map(example, default_result):
     truth = example.pair.true_difference
     raw = map_correlation(default_result.raw_coefficients, truth)
     final = map_correlation(default_result.map_coefficients, truth)
-    assert final > raw + 0.1, (raw, final)
-    assert final > 0.8
+    assert final > raw + 0.25, (raw, final)
+    assert final > 0.92  # 0.938 measured; the old Chambolle solver gave 0.888
 
 
-def test_chosen_parameters_are_optima_of_their_scans(default_result):
+def test_chosen_tv_weight_is_an_interior_optimum_in_rms_units(default_result):
     tv_scan = default_result.tv_scan
-    assert default_result.tv_weight == tv_scan.best.parameter
+    relative = default_result.metadata["tv_weight_relative"]
+    assert relative == tv_scan.best.parameter
     weights = sorted(p.parameter for p in tv_scan.points)
-    assert weights[1] < default_result.tv_weight < weights[-1]  # interior optimum
+    assert weights[1] < relative < weights[-1]  # interior optimum
+    assert 0.3 < relative < 3.0  # the weight sits near the noise level of the map
     assert 0 <= default_result.k_parameter <= 1
-    assert default_result.kweight_scan.best.parameter == default_result.k_parameter
     negentropy = default_result.metadata["negentropy"]
     assert negentropy["final"] > negentropy["kweighted"]
 
@@ -56,6 +57,11 @@ def test_fixed_modes_use_given_parameters(example, f_model):
     result = compute_diffmap(example.pair.derivative, example.pair.native, f_model, params)
     assert result.k_parameter == 0.2 and result.tv_weight == 0.03
     assert result.kweight_scan is None and result.tv_scan is None
+    # and the map is the one those parameters give
+    from meteor_cctbx import kweight, tv
+    raw = result.raw_coefficients.data().as_numpy_array()
+    weighted = result.grid.to_map(raw * kweight.kweights(raw, result.pair.sigma_delta, 0.2))
+    assert np.array_equal(result.final_map, tv.denoise(weighted, 0.03))
 
 
 def test_phases_only_scale_derivative_to_native(example, f_model):

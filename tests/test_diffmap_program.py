@@ -46,7 +46,7 @@ def finished_run(example, tmp_path_factory):
 def test_outputs_and_map_quality(example, finished_run):
     out, log = finished_run
     arrays = mtz_arrays(out / "meteor_diffmap.mtz")
-    assert set(arrays) == {"DELFWT,PHDELWT", "DF_RAW,PHIDF_RAW"}
+    assert set(arrays) == {"DELFWT,PHDELWT", "DF,PHIDF", "SIGDF", "DF_RAW,PHIDF_RAW"}
     truth = example.pair.true_difference
     final = map_correlation(arrays["DELFWT,PHDELWT"], truth)
     raw = map_correlation(arrays["DF_RAW,PHIDF_RAW"], truth)
@@ -64,9 +64,12 @@ def test_json_record(finished_run):
     assert record["program"] == "meteor.diffmap"
     assert record["parameters"]["kweight.mode"] == "optimize"
     result = record["result"]
-    assert result["tv_weight"] == result["tv_scan"]["best_parameter"]
-    assert len(result["tv_scan"]["points"]) >= 8
-    assert len(result["kweight_scan"]["points"]) >= 11
+    assert result["tv_weight_relative"] == result["tv_scan"]["best_parameter"]
+    assert result["criteria"]["tv"] == result["criteria"]["kweight"] == "validation"
+    for scan in ("tv_scan", "kweight_scan"):  # both criteria recorded at every scan point
+        assert all({"parameter", "score", "negentropy", "seconds"} <= set(point)
+                   for point in result[scan]["points"])
+    assert result["k_parameter"] in [p["parameter"] for p in result["kweight_scan"]["points"]]
     assert set(result["timings_seconds"]) >= {"scaling_and_grid", "kweight", "tv", "total"}
     assert record["versions"]["cctbx-base"] != "not installed"
     assert len(record["data"]["isomorphism_shells"]) >= 5

@@ -7,6 +7,7 @@ full copy.
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -254,7 +255,7 @@ def test_solvent_fit_recovers_a_known_solvent_peak(use_mask):
     model = ls.fit_solvent(values, is_solvent if use_mask else None)
     assert model.mean == pytest.approx(0.1, abs=0.002)
     assert model.sigma == pytest.approx(0.02, rel=0.05)
-    assert model.solvent_fraction == pytest.approx(0.6, abs=0.03)
+    assert model.peak_share == pytest.approx(0.6, abs=0.03)
     confidence = model.confidence_of(values)
     assert np.mean(confidence[is_solvent] > 0.5) < 0.02
     assert np.mean(confidence[~is_solvent & (values > 0.2)] > 0.9) > 0.95
@@ -412,12 +413,12 @@ def test_program_writes_every_output_on_the_input_grid(box_map, synthetic, capsy
     assert "numpy" in record["versions"]
 
     script = Path(f"{prefix}.cxc").read_text()
-    opened = [line.split(" ", 1)[1].strip('"') for line in script.splitlines()
-              if line.startswith("open ")]
+    opened = [shlex.split(line)[1] for line in script.splitlines() if line.startswith("open ")]
     assert [(prefix.parent / name).resolve() for name in opened] == [
         (directory / "two copies.mrc").resolve(), Path(f"{prefix}_scale.mrc").resolve(),
         Path(f"{prefix}_amplify.mrc").resolve()]
-    assert "color sample #1 map #2" in script and "volume #3 hide" in script
+    assert ('color sample ##name="run_input" map ##name="run_scale"' in script
+            and 'volume ##name="run_modified" hide' in script)
 
 
 def test_program_refuses_to_overwrite_and_bad_inputs_write_nothing(box_map, tmp_path,

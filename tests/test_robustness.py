@@ -600,13 +600,13 @@ def test_sharpen_unwritable_directory_and_full_disk(small_map, in_tmp, tmp_path,
     status, _, err = run_program(Sharpen, [small_map, "resolution=3",
                                            f"output.prefix={directory}/x"], capsys)
     assert_one_line_sorry(status, err, "not writable")
-    (in_tmp / "sharpened.json").write_text("previous")
+    (in_tmp / "meteor_sharpen.json").write_text("previous")
     reason = fill_disk_in(monkeypatch, "mtz")
     status, _, err = run_program(Sharpen, [small_map, "resolution=3", "output.overwrite=True",
                                            "sharpening.b_sharpen=20"], capsys)
-    assert_one_line_sorry(status, err, "sharpened.mtz", reason)
-    assert [p.name for p in in_tmp.iterdir()] == ["sharpened.json"]
-    assert (in_tmp / "sharpened.json").read_text() == "previous"
+    assert_one_line_sorry(status, err, "meteor_sharpen.mtz", reason)
+    assert [p.name for p in in_tmp.iterdir()] == ["meteor_sharpen.json"]
+    assert (in_tmp / "meteor_sharpen.json").read_text() == "previous"
 
 
 @pytest.mark.parametrize("args, fragments", [

@@ -228,17 +228,17 @@ def read_map(path) -> MapManager:
 def test_program_writes_map_coefficients_record_and_plot(data, tmp_path, monkeypatch):
     map_manager(data["noisy"], data["symmetry"]).write_map(str(tmp_path / "in.ccp4"))
     assert run(["in.ccp4", f"resolution={D_MIN}"], tmp_path, monkeypatch) == 0
-    record = json.loads((tmp_path / "sharpened.json").read_text())
+    record = json.loads((tmp_path / "meteor_sharpen.json").read_text())
     assert record["method"] == "b_factor"
     points = record["b_factor"]["scan"]["points"]
     assert len(points) >= 21 and record["b_factor"]["b_sharpen"] == max(
         points, key=lambda p: p["score"])["parameter"]
     assert record["effective_b"] is not None and record["timings"]
-    out = read_map(tmp_path / "sharpened.ccp4").map_data().as_numpy_array()
+    out = read_map(tmp_path / "meteor_sharpen.ccp4").map_data().as_numpy_array()
     assert cc(out, data["truth"]) > cc(data["noisy"], data["truth"])
-    labels = iotbx.mtz.object(str(tmp_path / "sharpened.mtz")).column_labels()
+    labels = iotbx.mtz.object(str(tmp_path / "meteor_sharpen.mtz")).column_labels()
     assert "FWT" in labels and "PHWT" in labels
-    assert (tmp_path / "sharpened.png").stat().st_size > 0
+    assert (tmp_path / "meteor_sharpen.png").stat().st_size > 0
 
 
 def test_mtz_and_map_input_give_the_same_answer(data, tmp_path, monkeypatch):
@@ -273,7 +273,7 @@ def test_nonzero_origin_cell_and_labels_round_trip(data, tmp_path, monkeypatch):
     mm.write_map(str(tmp_path / "box.ccp4"))
     assert run(["box.ccp4", f"resolution={D_MIN}", "sharpening.b_sharpen=50"], tmp_path,
                monkeypatch) == 0
-    before, after = read_map(tmp_path / "box.ccp4"), read_map(tmp_path / "sharpened.ccp4")
+    before, after = read_map(tmp_path / "box.ccp4"), read_map(tmp_path / "meteor_sharpen.ccp4")
     assert after.map_data().origin() == before.map_data().origin() == origin
     assert after.map_data().all() == before.map_data().all()
     assert after.unit_cell_grid == before.unit_cell_grid
@@ -294,12 +294,12 @@ def test_bad_input_is_one_line_and_writes_nothing(data, tmp_path, monkeypatch, c
     assert run(["in.mtz", "labels=F,PHI"], tmp_path, monkeypatch) == 1
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "FWT,PHIFWT" in error
-    assert not list(tmp_path.glob("sharpened*"))
-    (tmp_path / "sharpened.json").write_text("keep")
+    assert not list(tmp_path.glob("meteor_sharpen*"))
+    (tmp_path / "meteor_sharpen.json").write_text("keep")
     assert run(["in.ccp4", f"resolution={D_MIN}"], tmp_path, monkeypatch) == 1
     assert "output.overwrite=True" in capsys.readouterr().err
-    assert (tmp_path / "sharpened.json").read_text() == "keep"
-    assert not (tmp_path / "sharpened.ccp4").exists()
+    assert (tmp_path / "meteor_sharpen.json").read_text() == "keep"
+    assert not (tmp_path / "meteor_sharpen.ccp4").exists()
 
 
 def test_show_defaults_is_a_parameter_file_that_runs(data, tmp_path, monkeypatch, capsys):
@@ -308,7 +308,7 @@ def test_show_defaults_is_a_parameter_file_that_runs(data, tmp_path, monkeypatch
     map_manager(data["noisy"], data["symmetry"]).write_map(str(tmp_path / "in.ccp4"))
     assert run(["defaults.eff", "in.ccp4", f"resolution={D_MIN}",
                 "sharpening.score=kurtosis"], tmp_path, monkeypatch) == 0
-    assert json.loads((tmp_path / "sharpened.json").read_text())["b_factor"]["score"] == \
+    assert json.loads((tmp_path / "meteor_sharpen.json").read_text())["b_factor"]["score"] == \
         "kurtosis"
 
 
@@ -317,7 +317,7 @@ def test_auto_with_a_model_runs_model_sharpening(data, structure, tmp_path, monk
         str(tmp_path / "in.ccp4"))
     (tmp_path / "model.pdb").write_text(structure.as_pdb_file())
     assert run(["in.ccp4", "model.pdb", f"resolution={D_MIN}"], tmp_path, monkeypatch) == 0
-    record = json.loads((tmp_path / "sharpened.json").read_text())
+    record = json.loads((tmp_path / "meteor_sharpen.json").read_text())
     assert record["method"] == "model" and record["effective_b"] > 0
-    out = read_map(tmp_path / "sharpened.ccp4").map_data().as_numpy_array()
+    out = read_map(tmp_path / "meteor_sharpen.ccp4").map_data().as_numpy_array()
     assert cc(out, data["truth"]) > cc(data["noisy"], data["truth"]) + 0.02

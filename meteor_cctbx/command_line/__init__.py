@@ -40,9 +40,26 @@ def explain_unrecognised_arguments(parser) -> None:
 
 
 class MeteorParser(CCTBXParser):
-    """iotbx's parser with parameter errors reported as one sentence naming the parameter."""
+    """iotbx's parser with parameter errors reported as one sentence naming the parameter,
+    without the output parameters of libtbx's ProgramTemplate that our programs do not use,
+    and with help text in ``--show-defaults`` (an editable, documented .eff)."""
+
+    def __init__(self, program_class, *args, **kwargs):
+        from meteor_cctbx.phil import remove_unused_template_output
+
+        super().__init__(program_class, *args, **kwargs)
+        remove_unused_template_output(self.master_phil)
+        heading = "\n\nPHIL arguments:\n"
+        if heading in self.description:  # --help lists the parameters that remain
+            self.description = (self.description.split(heading)[0] + heading
+                                + self.master_phil.as_str(prefix="  ", expert_level=3,
+                                                          attributes_level=0))
 
     def parse_args(self, args, *rest, **kwargs):
+        args = list(args)
+        options = [a.split("=")[0].replace("_", "-") for a in args if a.startswith("--")]
+        if "--show-defaults" in options and "--attributes-level" not in options:
+            args.append("--attributes-level=1")  # each parameter with its .help
         try:
             return super().parse_args(args, *rest, **kwargs)
         except RuntimeError as error:  # libtbx.phil: bad value, out of range, bad syntax
@@ -69,7 +86,11 @@ class MeteorParser(CCTBXParser):
 
 def run_as_command(program_class, args: Sequence[str] | None = None) -> int:
     """Run ``program_class`` on command-line ``args``; return the process exit status."""
+    from meteor_cctbx.record import COMMAND_LINE
+
     args = list(sys.argv[1:] if args is None else args)
+    program = "meteor." + program_class.__module__.rsplit(".", 1)[-1]  # programs/<name>.py
+    token = COMMAND_LINE.set([program, *map(str, args)])
     try:
         run_program(program_class=program_class, args=args, parser_class=MeteorParser,
                     custom_process_arguments=explain_unrecognised_arguments)
@@ -82,6 +103,8 @@ def run_as_command(program_class, args: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("Interrupted: no output was written past the last completed file.", file=sys.stderr)
         return 130
+    finally:
+        COMMAND_LINE.reset(token)
     return 0
 
 

@@ -5,15 +5,55 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import numpy as np
+from cctbx import miller
+from cctbx.array_family import flex
 from libtbx.program_template import ProgramTemplate
 from libtbx.utils import Sorry
 
-from meteor_cctbx import reflections
+from meteor_cctbx import kweight, reflections
 from meteor_cctbx.difference_inputs import (DifferenceInputs, load_difference_inputs,
                                             resolve_files)
-from meteor_cctbx.record import (check_outputs_writable, output_set, params_as_dict,
-                                 software_versions, write_cell_map_ccp4, write_json,
-                                 write_map_coefficients_mtz, write_panels_png)
+from meteor_cctbx.phil import refuse_unused_template_output
+from meteor_cctbx.record import (MtzNames, check_outputs_writable, output_set,
+                                 params_as_dict, run_context, software_versions,
+                                 write_cell_map_ccp4, write_json, write_map_coefficients_mtz,
+                                 write_panels_png)
+
+
+def weighted_difference(difference: miller.array, sigma_delta: np.ndarray | None,
+                        k: float | None) -> miller.array:
+    """The k-weighted difference w*dF (complex, derivative minus native) with sigmas
+    w*sigma_D, sigma_D = sqrt(sigma_der^2 + sigma_nat^2) in the same order; w are the k-weights
+    the map used (mean 1), or 1 without k-weighting (k None).  No sigmas without sigma_D."""
+    values = difference.data().as_numpy_array()
+    if sigma_delta is None:
+        return difference
+    weights = np.ones(len(values)) if k is None else kweight.kweights(values, sigma_delta, k)
+    return difference.customized_copy(data=flex.complex_double(values * weights),
+                                      sigmas=flex.double(np.asarray(sigma_delta) * weights))
+
+
+def difference_names(files: dict, params) -> MtzNames:
+    """MTZ project and crystal of the native, dataset '<derivative>_minus_<native>' (dataset
+    names, or the labels or file names where those are equal), the native's wavelength."""
+    derivative = reflections.mtz_dataset_names(files["derivative"], params.derivative.labels)
+    native = reflections.mtz_dataset_names(files["native"], params.native.labels)
+    names = {}
+    for role, found in (("derivative", derivative), ("native", native)):
+        labels = reflections.normalise_labels(getattr(params, role).labels)
+        names[role] = [found[2] if found else None, labels[0] if labels else None,
+                       Path(files[role]).stem]
+    for derivative_name, native_name in zip(names["derivative"], names["native"]):
+        if derivative_name and native_name and derivative_name != native_name:
+            break
+    else:
+        derivative_name, native_name = "derivative", "native"
+    dataset = f"{derivative_name}_minus_{native_name}"
+    if native:
+        return MtzNames(project=native[0], crystal=native[1], dataset=dataset,
+                        wavelength=native[3] if native[3] > 0 else 1.0)
+    return MtzNames(crystal=Path(files["native"]).stem, dataset=dataset)
 
 
 class DifferenceProgram(ProgramTemplate):
@@ -26,6 +66,7 @@ class DifferenceProgram(ProgramTemplate):
         """No model is written; iotbx's model-format guess would misread our model scope."""
 
     def validate(self) -> None:
+        refuse_unused_template_output(self.params, self.program_name)
         self.files = resolve_files(self.params, self.data_manager.get_miller_array_names(),
                                    self.data_manager.get_model_names())
         if self.params.d_min and self.params.d_max and self.params.d_min >= self.params.d_max:
@@ -48,25 +89,38 @@ class DifferenceProgram(ProgramTemplate):
         log = self.logger
         self.inputs = load_difference_inputs(self.params, self.files, log)
         self.result = self.compute(self.inputs)
-        shells = reflections.isomorphism_shells(self.result.pair.derivative,
-                                                self.result.pair.native,
-                                                self.params.isomorphism.n_bins)
-        print("Isomorphism (after scaling):", file=log)
-        print(f"  {'d range (A)':>16s} {'n':>7s} {'Riso':>7s} {'CCiso':>7s}", file=log)
-        for shell in shells:
-            print(f"  {shell.d_max:7.2f} - {shell.d_min:5.2f} {shell.n:7d} {shell.r_iso:7.3f} "
-                  f"{shell.cc_iso:7.3f}", file=log)
-        self.inputs.summary["isomorphism_shells"] = [vars(s) for s in shells]
         self.seconds = time.perf_counter() - start
         self.write_outputs()
         print(f"Done in {self.seconds:.1f} s.", file=log)
 
     def compute(self, inputs: DifferenceInputs):
+        """The result; implementations pass ``on_scaled=self.report_isomorphism``."""
         raise NotImplementedError
 
+    def report_isomorphism(self, pair) -> None:
+        """Riso and CCiso in resolution shells of the scaled pair, in the log (right after
+        scaling, before k-weighting and TV) and in the record."""
+        log = self.logger
+        shells = reflections.isomorphism_shells(pair.derivative, pair.native,
+                                                self.params.isomorphism.n_bins)
+        print("  Isomorphism (after scaling):", file=log)
+        print(f"    {'d range (A)':>16s} {'n':>7s} {'Riso':>7s} {'CCiso':>7s}", file=log)
+        for shell in shells:
+            print(f"    {shell.d_max:7.2f} - {shell.d_min:5.2f} {shell.n:7d} "
+                  f"{shell.r_iso:7.3f} {shell.cc_iso:7.3f}", file=log)
+        self.inputs.summary["isomorphism_shells"] = [vars(s) for s in shells]
+
+    def weighted_difference_input(self) -> miller.array:
+        """The complex difference the k-weighting acted on: the unweighted dF here."""
+        return self.result.raw_coefficients
+
     def mtz_columns(self) -> list[tuple]:
-        """(complex array, amplitude label, phase label) triples written to <prefix>.mtz."""
+        """(complex array, amplitude label, phase label[, sigma label]) written to
+        <prefix>.mtz: the final map, the k-weighted difference with its sigma, the raw one."""
+        weighted = weighted_difference(self.weighted_difference_input(),
+                                       self.result.pair.sigma_delta, self.result.k_parameter)
         return [(self.result.map_coefficients, "DELFWT", "PHDELWT"),
+                (weighted, "DF", "PHIDF", "SIGDF"),
                 (self.result.raw_coefficients, "DF_RAW", "PHIDF_RAW")]
 
     def plot_panels(self) -> list:
@@ -74,6 +128,7 @@ class DifferenceProgram(ProgramTemplate):
 
     def record(self) -> dict:
         return {"program": self.program_name, "parameters": params_as_dict(self.params),
+                "run": run_context(list(self.inputs.files.values())),
                 "files": self.inputs.files, "data": self.inputs.summary,
                 "result": self.result.metadata, "seconds_total": self.seconds,
                 "versions": software_versions()}
@@ -82,9 +137,13 @@ class DifferenceProgram(ProgramTemplate):
         """Write the outputs as one set (see record.output_set): all or none appear."""
         paths = self.output_paths()
         log = self.logger
+        names = difference_names(self.inputs.files, self.params)
         with output_set():
-            write_map_coefficients_mtz(paths["mtz"], self.mtz_columns(),
-                                       history=[f"{self.program_name} (meteor_cctbx)"])
+            write_map_coefficients_mtz(
+                paths["mtz"], self.mtz_columns(),
+                history=[f"{self.program_name} (meteor_cctbx)"],
+                title=f"{self.program_name} difference map {names.dataset}",
+                names=names)
             if "map" in paths:
                 grid = self.result.grid
                 cell_map = grid.to_map(self.result.map_coefficients.data().as_numpy_array())

@@ -8,7 +8,7 @@ from meteor_cctbx.difference_inputs import DifferenceInputs
 from meteor_cctbx.extrapolate import ExtrapolationResult, compute_extrapolation
 from meteor_cctbx.phil import master_phil_str
 from meteor_cctbx.programs.difference_program import DifferenceProgram
-from meteor_cctbx.programs.diffmap import scan_panel
+from meteor_cctbx.programs.diffmap import difference_panels
 from meteor_cctbx.record import Panel
 
 
@@ -59,7 +59,8 @@ Usage:
     def compute(self, inputs: DifferenceInputs) -> ExtrapolationResult:
         print("Difference and extrapolation:", file=self.logger)
         return compute_extrapolation(inputs.derivative, inputs.native, inputs.phases,
-                                     self.params, self.logger)
+                                     self.params, self.logger,
+                                     on_scaled=self.report_isomorphism)
 
     def mtz_columns(self) -> list[tuple]:
         return [(self.result.f_extr, "FEXTR", "SIGFEXTR"),
@@ -67,7 +68,4 @@ Usage:
                 (self.result.delta_coefficients, "DELFWT", "PHDELWT")]
 
     def plot_panels(self) -> list[Panel]:
-        difference = self.result.difference
-        return estimator_panels(self.result) + [
-            scan_panel(difference.kweight_scan, "k-weighting", "k"),
-            scan_panel(difference.tv_scan, "TV denoising", "TV weight", log_x=True)]
+        return estimator_panels(self.result) + difference_panels(self.result.difference)

@@ -3,6 +3,7 @@ confidence and confidence-weighted modification of partial scales."""
 from __future__ import annotations
 
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,10 +13,11 @@ from libtbx import group_args
 from libtbx.program_template import ProgramTemplate
 from libtbx.utils import Sorry, null_out
 
-from meteor_cctbx import local_scale
-from meteor_cctbx.phil import master_phil_str
+from meteor_cctbx import local_scale, solvent_fraction
+from meteor_cctbx.phil import master_phil_str, refuse_unused_template_output
 from meteor_cctbx.record import (atomic_path, check_outputs_writable, params_as_dict,
-                                 software_versions, write_bytes, write_json, write_with)
+                                 run_context, software_versions, write_bytes, write_json,
+                                 write_with)
 
 #: ChimeraX colours of the scale, 0 to 1 (viridis stops).
 SCALE_COLOURS = ("#440154", "#3b528b", "#21918c", "#5ec962", "#fde725")
@@ -32,6 +34,7 @@ class Inputs:
     from_coefficients: bool
     mask: object | None
     mask_source: Path | None
+    resolution: float | None = None  # A: d_min of MTZ input, None for a map file
 
 
 class Program(ProgramTemplate):
@@ -49,7 +52,7 @@ Inputs: a CCP4/MRC map of any box shape, and optionally a solvent-definition mas
 grid; or MTZ map coefficients (input.labels=FWT,PHWT when the file holds several), treated as
 a periodic unit cell.
 
-Outputs (prefix output.prefix, default the input's name): <prefix>_scale.mrc,
+Outputs (prefix output.prefix, default meteor_local_scale): <prefix>_scale.mrc,
 <prefix>_confidence.mrc, <prefix>_<mode>.mrc when modified (modify.mode, solvent.exclude),
 <prefix>_input.mrc for MTZ input, <prefix>.cxc (ChimeraX: the input coloured by scale),
 <prefix>.png (histogram, solvent fit, confidence), <prefix>.json (run record).
@@ -65,6 +68,7 @@ Usage:
 
     # ------------------------------------------------------------------------------------------
     def validate(self):
+        refuse_unused_template_output(self.params, self.program_name)
         self.inputs = self.read_inputs()
         self.geometry = local_scale.GridGeometry.from_map_manager(self.inputs.map)
         local_scale.check_settings(self.params, self.geometry)
@@ -81,13 +85,14 @@ Usage:
             raise Sorry(f"Too many input files ({', '.join(reflection_files + maps)}): {usage}.")
         if reflection_files:
             source = Path(reflection_files[0])
-            mm, description = self.map_from_coefficients(source)
+            mm, description, resolution = self.map_from_coefficients(source)
             mask_names = maps
         elif maps:
             source = Path(maps[0])
             mm = self.data_manager.get_real_map(maps[0])
             mm.shift_origin()
             description = f"map {source}"
+            resolution = None
             mask_names = maps[1:]
         else:
             raise Sorry(f"No input map: {usage}.")
@@ -99,10 +104,12 @@ Usage:
             mask = self.data_manager.get_real_map(mask_names[0])
             mask.shift_origin()
             self.check_same_grid(mm, source, mask, mask_source)
-        return Inputs(mm, source, description, bool(reflection_files), mask, mask_source)
+        return Inputs(mm, source, description, bool(reflection_files), mask, mask_source,
+                      resolution)
 
     def map_from_coefficients(self, source: Path):
-        """map_manager of the unit cell computed from the file's map coefficients."""
+        """map_manager of the unit cell computed from the file's map coefficients, its
+        description and d_min (A)."""
         from meteor_cctbx.grid import CellGrid
         from meteor_cctbx.reflections import (describe_arrays, label_string, normalise_labels,
                                               pick_array)
@@ -134,7 +141,7 @@ Usage:
         mm = local_scale.unit_cell_map_manager(values, coefficients.crystal_symmetry(),
                                                f"{labels} from {source.name}")
         return mm, (f"map coefficients {labels} of {source} ({coefficients.size()} "
-                    f"reflections, d_min {coefficients.d_min():.2f} A)")
+                    f"reflections, d_min {coefficients.d_min():.2f} A)"), coefficients.d_min()
 
     @staticmethod
     def check_same_grid(mm, source: Path, mask, mask_source: Path) -> None:
@@ -149,7 +156,9 @@ Usage:
 
     def output_paths(self) -> dict[str, Path]:
         """{role: path} of every file this run writes."""
-        prefix = self.params.output.prefix or self.inputs.source.stem
+        prefix = self.params.output.prefix
+        if not prefix:
+            raise Sorry("output.prefix is empty: give a name for the output files.")
         paths = {"scale": Path(f"{prefix}_scale.mrc"),
                  "confidence": Path(f"{prefix}_confidence.mrc")}
         if self.params.modify.mode != "none" or self.params.solvent.exclude:
@@ -180,10 +189,27 @@ Usage:
         self.result = local_scale.estimate_local_scale(
             values, self.geometry, self.params, solvent_mask=mask_values,
             log=lambda line: print(line, file=self.logger))
+        self.envelope = self.molecular_envelope()
         self.write_outputs(values)
         self.result.timings["total"] = time.perf_counter() - started
         write_json(self.outputs["record"], self.record())
         self.report()
+
+    def molecular_envelope(self) -> solvent_fraction.MolecularEnvelope | None:
+        """The solvent fraction by the definition meteor.sharpen shares (at the MTZ input's
+        resolution, else 3 voxels); None, with a note, where the map shows no envelope."""
+        clock = time.perf_counter()
+        resolution = solvent_fraction.envelope_resolution(self.geometry.pixel_sizes,
+                                                          self.inputs.resolution)
+        try:
+            envelope = solvent_fraction.molecular_envelope(
+                self.inputs.map.map_data(), self.inputs.map.crystal_symmetry(), resolution)
+        except Sorry:
+            envelope = None
+        self.result.timings["solvent_fraction"] = time.perf_counter() - clock
+        print("  " + (envelope.describe() if envelope else "solvent fraction: no molecular "
+                      "envelope found in the map"), file=self.logger)
+        return envelope
 
     def write_outputs(self, values: np.ndarray) -> None:
         """Every output except the JSON record, each file atomically."""
@@ -205,30 +231,36 @@ Usage:
     def chimerax_script(self) -> str:
         """ChimeraX commands: the input coloured by scale with a key; other maps hidden.
 
-        ChimeraX runs a .cxc file from its own directory, so paths are relative to it.
+        Works in a session that already holds models: each map is opened with its own model
+        name (open's ``name`` option) and every later command picks it by that name
+        (``##name="..."``, a model-attribute specifier), never by a model number.  ChimeraX
+        runs a .cxc file from its own directory, so paths are relative to it.
         """
         directory = self.outputs["chimerax"].parent.resolve()
 
         def quoted(path: Path) -> str:
             return '"' + os.path.relpath(Path(path).resolve(), directory) + '"'
 
-        shown = self.outputs.get("input_map", self.inputs.source)
+        stem = re.sub(r"[^A-Za-z0-9_.+-]", "_", self.outputs["chimerax"].stem)
+        roles = {"input": self.outputs.get("input_map", self.inputs.source),
+                 "scale": self.outputs["scale"], "modified": self.outputs.get("modified")}
+        names = {role: f"{stem}_{role}" for role, path in roles.items() if path is not None}
+        spec = {role: f'##name="{name}"' for role, name in names.items()}
         stops = np.linspace(0, 1, len(SCALE_COLOURS))
         palette = ":".join(f"{s:g},{c}" for s, c in zip(stops, SCALE_COLOURS))
         key = " ".join(f"{c}:{s:g}" if s in (0, 0.5, 1) else f"{c}:"
                        for s, c in zip(stops, SCALE_COLOURS))
-        lines = [f"# meteor.local_scale: {shown} coloured by local scale (0-1)",
-                 f"open {quoted(shown)}",
-                 f"open {quoted(self.outputs['scale'])}"]
-        if "modified" in self.outputs:
-            lines.append(f"open {quoted(self.outputs['modified'])}")
-        lines += ["volume #1 style surface",
-                  "volume #2 hide",
-                  f"color sample #1 map #2 palette {palette} range 0,1",
+        lines = [f"# meteor.local_scale: {roles['input']} coloured by local scale (0-1)"]
+        lines += [f"open {quoted(roles[role])} name {name}"
+                  for role, name in names.items()]
+        lines += [f"volume {spec['input']} style surface",
+                  f"volume {spec['scale']} hide",
+                  f"color sample {spec['input']} map {spec['scale']} palette {palette} "
+                  f"range 0,1",
                   f"key {key} pos 0.72,0.06 size 0.25,0.03",
                   "2dlabels text \"local scale\" xpos 0.72 ypos 0.1 size 16"]
-        if "modified" in self.outputs:
-            lines.append("volume #3 hide")
+        if "modified" in names:
+            lines.append(f"volume {spec['modified']} hide")
         return "\n".join(lines) + "\n"
 
     def write_plot(self) -> None:
@@ -291,7 +323,12 @@ Usage:
                      "voxel_size_A": self.geometry.pixel_sizes,
                      "periodic": self.geometry.periodic},
             "parameters": params_as_dict(self.params),
+            "run": run_context([self.inputs.source, self.inputs.mask_source]),
             "levels": self.result.levels,
+            "solvent_fraction": ({"value": self.envelope.solvent_fraction,
+                                  "resolution_A": self.envelope.resolution,
+                                  "definition": solvent_fraction.DEFINITION}
+                                 if self.envelope else None),
             "timings_s": self.result.timings,
             "outputs": {role: str(path) for role, path in self.outputs.items()},
             "versions": software_versions(),

@@ -2,11 +2,14 @@
 then k-weighting and TV denoising."""
 from __future__ import annotations
 
+from cctbx import miller
+from cctbx.array_family import flex
+
 from meteor_cctbx.difference_inputs import DifferenceInputs
 from meteor_cctbx.phaseboost import PhaseboostResult, compute_phaseboost
 from meteor_cctbx.phil import master_phil_str
 from meteor_cctbx.programs.difference_program import DifferenceProgram
-from meteor_cctbx.programs.diffmap import scan_panel
+from meteor_cctbx.programs.diffmap import difference_panels, scan_panel
 from meteor_cctbx.record import Panel
 
 
@@ -28,7 +31,15 @@ Usage:
     def compute(self, inputs: DifferenceInputs) -> PhaseboostResult:
         print("Phase retrieval and difference map:", file=self.logger)
         return compute_phaseboost(inputs.derivative, inputs.native, inputs.phases,
-                                  self.params, self.logger)
+                                  self.params, self.logger, on_scaled=self.report_isomorphism)
+
+    def weighted_difference_input(self) -> miller.array:
+        """F_der' - F_nat, the retrieved difference the final k-weighting acted on."""
+        pair = self.result.pair
+        native = pair.native.data().as_numpy_array() * pair.unit_phases
+        retrieved = self.result.derivative_coefficients
+        return retrieved.customized_copy(data=flex.complex_double(
+            retrieved.data().as_numpy_array() - native))
 
     def mtz_columns(self) -> list[tuple]:
         return super().mtz_columns() + [(self.result.derivative_coefficients, "F_DERIV",
@@ -37,9 +48,14 @@ Usage:
     def plot_panels(self) -> list[Panel]:
         iterations = self.result.iterations
         numbers = [i.iteration for i in iterations]
-        return [Panel("Phase retrieval", "iteration", "negentropy after TV", numbers,
-                      [i.negentropy for i in iterations]),
-                Panel("Phase retrieval", "iteration", "mean phase change (deg)", numbers,
-                      [i.phase_change for i in iterations]),
-                scan_panel(self.result.kweight_scan, "final k-weighting", "k"),
-                scan_panel(self.result.tv_scan, "final TV denoising", "TV weight", log_x=True)]
+        tolerance = self.params.phaseboost.convergence_tolerance
+        return [Panel(f"Phase retrieval: {self.result.stop_reason}", "iteration",
+                      "mean phase change (deg)", numbers, [i.phase_change for i in iterations],
+                      log_y=True, hlines=[(tolerance, f"tolerance {tolerance:g} deg")]
+                      if tolerance > 0 else [],
+                      secondary=("negentropy after TV", [i.negentropy for i in iterations])),
+                *difference_panels(self.result, "final "),
+                scan_panel(self.result.loop_tv_scan, "loop TV weight (before scaling)",
+                           "TV weight / map rms", "validation",
+                           self.result.loop_tv_scan.best.parameter
+                           if self.result.loop_tv_scan else None, log_x=True)]

@@ -13,12 +13,13 @@ from libtbx import group_args
 from libtbx.program_template import ProgramTemplate
 from libtbx.utils import Sorry
 
-from meteor_cctbx import sharpen
+from meteor_cctbx import sharpen, solvent_fraction
 from meteor_cctbx.file_checks import check_input_file
-from meteor_cctbx.phil import master_phil_str
-from meteor_cctbx.record import (Panel, check_outputs_writable, output_set, params_as_dict,
-                                 software_versions, write_json, write_map_coefficients_mtz,
-                                 write_map_manager, write_panels_png)
+from meteor_cctbx.phil import master_phil_str, refuse_unused_template_output
+from meteor_cctbx.record import (MtzNames, Panel, check_outputs_writable, output_set,
+                                 params_as_dict, run_context, software_versions, write_json,
+                                 write_map_coefficients_mtz, write_map_manager,
+                                 write_panels_png)
 
 OUTPUT_SUFFIXES = (".ccp4", ".mtz", ".json", ".png")
 
@@ -42,7 +43,7 @@ for model sharpening; resolution=<A> unless it follows from the half maps or the
 
 Outputs: <prefix>.ccp4 (sharpened map on the input grid and origin), <prefix>.mtz (its map
 coefficients FWT/PHWT), <prefix>.json (run record), <prefix>.png (score against B, half-map
-FSC, applied scale against resolution).  output.prefix defaults to "sharpened".
+FSC, applied scale against resolution).  output.prefix defaults to "meteor_sharpen".
 
 Examples:
   meteor.sharpen map.ccp4 resolution=3.2
@@ -58,6 +59,7 @@ Examples:
 
     def validate(self):
         p = self.params
+        refuse_unused_template_output(p, "meteor.sharpen")
         for path in [p.map_model.full_map, p.map_model.model, *p.map_model.half_map]:
             if path:
                 check_input_file(path)
@@ -125,7 +127,11 @@ Examples:
 
     def run(self):
         self.timings: dict[str, float] = {}
+        dm = self.data_manager
         self.record: dict = {"program": "meteor.sharpen", "versions": software_versions(),
+                             "run": run_context(dm.get_real_map_names()
+                                                + dm.get_miller_array_names()
+                                                + dm.get_model_names()),
                              "parameters": params_as_dict(self.params),
                              "method": self.method}
         workers = self.params.nproc or -1
@@ -260,7 +266,8 @@ Examples:
     def report_b_factor(self, result: sharpen.BFactorSharpening,
                         form: sharpen.SharpeningForm) -> None:
         if result.solvent_fraction is not None:
-            self._print(f"Solvent fraction: {result.solvent_fraction:.2f}")
+            self._print(f"Solvent fraction: {result.solvent_fraction:.2f} "
+                        f"({solvent_fraction.DEFINITION} at {self.record['resolution']:.2f} A)")
         if result.region_weight is not None:
             self._print(f"adjusted_sa region weight: {result.region_weight:.2f}")
         if result.b_iso_before is not None:
@@ -297,12 +304,29 @@ Examples:
             write_map_manager(paths["ccp4"], sharpened)
             write_map_coefficients_mtz(paths["mtz"], [(coefficients, "FWT", "PHWT")],
                                        history=[f"meteor.sharpen {self.method}: effective B "
-                                                f"{scale.effective_b:.1f} A**2"])
+                                                f"{scale.effective_b:.1f} A**2"],
+                                       title=f"meteor.sharpen {self.method}: effective B "
+                                             f"{scale.effective_b:.1f} A**2",
+                                       names=self.mtz_names())
             write_panels_png(paths["png"], self.panels(b_factor_result, scale, fsc),
                              title=f"meteor.sharpen ({self.method})")
             write_json(paths["json"], self.record)
         for kind, path in paths.items():
             self._print(f"Wrote {path}")
+
+    def mtz_names(self) -> MtzNames:
+        """Project and crystal of an MTZ input (its dataset + '_sharpened'), else the map's
+        file name as crystal."""
+        from meteor_cctbx.reflections import mtz_dataset_names
+
+        inputs = (self.data_manager.get_miller_array_names()
+                  or self.data_manager.get_real_map_names())
+        found = mtz_dataset_names(inputs[0], self.params.labels) if inputs else None
+        if found:
+            return MtzNames(found[0], found[1], f"{found[2]}_sharpened",
+                            found[3] if found[3] > 0 else 1.0)
+        return MtzNames(crystal=os.path.splitext(os.path.basename(inputs[0]))[0]
+                        if inputs else "crystal", dataset="sharpened")
 
     def panels(self, b_factor_result, scale, fsc) -> list[Panel]:
         panels = []

@@ -1,0 +1,232 @@
+"""The realistic benchmark family: meteor.diffmap / meteor.phaseboost against the noise-free
+truth, a brute-force oracle of the TV weight, meteor-maps and cctbx's Fo-Fo maps.
+
+    python benchmarks/bench_family.py [--d-min 1.8] [--changes compact spread]
+        [--occupancies 0.1 0.2 0.4 1.0] [--noise 1 2] [--meteor-maps] [--no-cctbx]
+        [--no-phaseboost] [--oracle-points 21]
+
+Cases come from ``meteor_cctbx.family`` (8a6g: the chromophore-free model as native, the
+chromophore as ligand, compact or spread change, occupancy q, noise drawn from the real
+sigmas x1 or x2, true structures shaken by 0.3 A so the phasing model is wrong).  Every map
+is scored by its correlation over the unit cell with the true complex difference
+F_der - F_nat.  Per case the rows are:
+
+* ``DF_RAW``: (|F_der| - |F_nat|) exp(i phi_model), scaled as ours;
+* ``k-weighted``: the same with the k chosen by the default (validation), before TV;
+* ``TV negentropy``: meteor.diffmap with tv.criterion = kweight.criterion = negentropy;
+* ``TV validation``: meteor.diffmap with defaults (held-out reflections);
+* ``oracle``: the best CC over fixed TV weights (a log grid of ``--oracle-points`` from 0.03
+  to 10 x map rms, refined to 0.01 decade around the best) on the default's k-weighted map;
+* ``phaseboost`` (validation), its own oracle (final TV weight brute force on its retrieved
+  difference), and ``phaseboost negentropy`` (meteor-maps' loop rule, ``--pb-negentropy``);
+* ``meteor-maps diffmap / phaseboost`` (``--meteor-maps``; run as subprocesses from their own
+  venv, see reference_tools.py) and cctbx ``fobs_minus_fobs_map`` plain and multiscale.
+
+Our programs run in-process through the library API (the same code the command line runs);
+everything written goes under benchmarks/_work/family/.  The summary lines compare the
+default with the oracle, with DF_RAW and with the best anchor.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import iotbx.pdb  # cctbx before scipy-heavy modules
+import mmtbx.model
+import numpy as np
+from cctbx import miller
+
+BENCHMARKS_DIR = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCHMARKS_DIR))
+import reference_tools  # noqa: E402
+
+from meteor_cctbx import family, kweight, tv  # noqa: E402
+from meteor_cctbx.diffmap import compute_diffmap, tv_settings  # noqa: E402
+from meteor_cctbx.map_metrics import map_correlation  # noqa: E402
+from meteor_cctbx.maximize import maximize_scalar  # noqa: E402
+from meteor_cctbx.model_phases import model_structure_factors  # noqa: E402
+from meteor_cctbx.phaseboost import compute_phaseboost  # noqa: E402
+from meteor_cctbx.phil import default_params  # noqa: E402
+from meteor_cctbx.reflections import read_miller_arrays  # noqa: E402
+
+OUT_DIR = reference_tools.WORK_DIR / "family"
+
+
+def aligned(values: miller.array, miller_set: miller.set) -> np.ndarray:
+    """Complex values of ``values`` on the reflections of ``miller_set`` (0 where absent)."""
+    pairs = miller.match_indices(miller_set.indices(), values.indices()).pairs()
+    out = np.zeros(miller_set.size(), complex)
+    out[np.array(pairs.column(0))] = values.data().as_numpy_array()[np.array(pairs.column(1))]
+    return out
+
+
+class Scorer:
+    """CC of maps with the true difference map on a result's grid."""
+
+    def __init__(self, grid, truth: miller.array):
+        self.grid = grid
+        self.truth_map = grid.to_map(aligned(truth, grid.miller_set)).ravel()
+
+    def cc(self, real_map: np.ndarray) -> float:
+        return float(np.corrcoef(np.asarray(real_map).ravel(), self.truth_map)[0, 1])
+
+    def cc_coefficients(self, coefficients: np.ndarray) -> float:
+        return self.cc(self.grid.to_map(coefficients))
+
+
+def oracle(coefficients: np.ndarray, scorer: Scorer, settings, points: int
+           ) -> tuple[float, float]:
+    """Best CC with truth over relative TV weights (0.03-10 x rms): a log grid of ``points``,
+    then bracket refinement to 0.01 decade; (CC, relative weight)."""
+    weighted_map = scorer.grid.to_map(coefficients)
+    rms = float(weighted_map.std())
+    scan = maximize_scalar(lambda relative: scorer.cc(tv.denoise(weighted_map, relative * rms,
+                                                                 settings)),
+                           0.03, 10.0, n_coarse=points, log_scale=True, tolerance=0.01)
+    return scan.best.score, scan.best.parameter
+
+
+def with_criterion(program: str, criterion: str):
+    params = default_params(program)
+    params.tv.criterion = params.kweight.criterion = criterion
+    if program == "phaseboost":
+        params.phaseboost.tv_criterion = criterion
+    return params
+
+
+def run_ours(case, f_model, args) -> dict:
+    rows = {}
+    start = time.perf_counter()
+    result = compute_diffmap(case.derivative, case.native, f_model)
+    seconds = time.perf_counter() - start
+    scorer = Scorer(result.grid, case.true_difference)
+    raw = result.raw_coefficients.data().as_numpy_array()
+    sigma_delta = result.pair.sigma_delta
+    weighted = raw * kweight.kweights(raw, sigma_delta, result.k_parameter or 0.0)
+    rows["DF_RAW"] = (scorer.cc_coefficients(raw), None, None)
+    rows["k-weighted"] = (scorer.cc_coefficients(weighted), result.k_parameter, None)
+    rows["TV validation (default)"] = (scorer.cc(result.final_map),
+                                       result.metadata["tv_weight_relative"], seconds)
+    start = time.perf_counter()
+    negentropy = compute_diffmap(case.derivative, case.native, f_model,
+                                 with_criterion("diffmap", "negentropy"))
+    rows["TV negentropy"] = (scorer.cc(negentropy.final_map),
+                             negentropy.metadata["tv_weight_relative"],
+                             time.perf_counter() - start)
+    rows["oracle (best fixed TV weight)"] = oracle(weighted, scorer, tv_settings(
+        default_params("diffmap")), args.oracle_points) + (None,)
+    if args.phaseboost:
+        start = time.perf_counter()
+        boost = compute_phaseboost(case.derivative, case.native, f_model)
+        rows["phaseboost (default)"] = (scorer.cc(boost.final_map),
+                                        boost.metadata["tv_weight_relative"],
+                                        time.perf_counter() - start)
+        retrieved = (boost.derivative_coefficients.data().as_numpy_array()
+                     - boost.pair.native.data().as_numpy_array() * boost.pair.unit_phases)
+        retrieved = retrieved * kweight.kweights(retrieved, sigma_delta,
+                                                 boost.k_parameter or 0.0)
+        rows["phaseboost oracle"] = oracle(retrieved, scorer, tv_settings(
+            default_params("phaseboost")), args.oracle_points) + (None,)
+        rows["phaseboost iterations"] = (float(len(boost.iterations)), None, None)
+        if args.pb_negentropy:
+            start = time.perf_counter()
+            old = compute_phaseboost(case.derivative, case.native, f_model,
+                                     with_criterion("phaseboost", "negentropy"))
+            rows["phaseboost negentropy"] = (scorer.cc(old.final_map), None,
+                                             time.perf_counter() - start)
+    return rows
+
+
+def run_anchors(case, paths: dict, out_dir: Path, args) -> dict:
+    """cctbx Fo-Fo (plain, multiscale) and meteor-maps, as subprocesses."""
+    import bench_difference_maps as bdm
+
+    inputs = SimpleNamespace(cctbx_derivative_mtz=paths["derivative"],
+                             cctbx_native_mtz=paths["native"], derivative_mtz=paths["derivative"],
+                             native_mtz=paths["native"], derivative_labels=("F", "SIGF"),
+                             native_labels=("F", "SIGF"), model_pdb=paths["model"])
+    runs = []
+    if args.cctbx:
+        runs += [bdm.run_fobs_minus_fobs(inputs, out_dir, m) for m in (False, True)]
+    if args.meteor_maps:
+        runs += [bdm.run_meteor_maps(p, inputs, out_dir)
+                 for p in (("diffmap", "phaseboost") if args.phaseboost else ("diffmap",))]
+    rows = {}
+    for run in runs:
+        if not run.ok:
+            rows[run.label] = (float("nan"), None, run.seconds)
+            continue
+        coefficients = bdm.map_coefficients(read_miller_arrays(run.output_mtz), *run.columns)
+        rows[run.label] = (map_correlation(coefficients, case.true_difference), None,
+                           run.seconds)
+    return rows
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--d-min", type=float, default=1.8)
+    parser.add_argument("--changes", nargs="+", default=list(family.CHANGES))
+    parser.add_argument("--occupancies", nargs="+", type=float,
+                        default=list(family.OCCUPANCIES))
+    parser.add_argument("--noise", nargs="+", type=float, default=list(family.NOISE_SCALES))
+    parser.add_argument("--meteor-maps", action="store_true")
+    parser.add_argument("--no-cctbx", dest="cctbx", action="store_false")
+    parser.add_argument("--no-phaseboost", dest="phaseboost", action="store_false")
+    parser.add_argument("--pb-negentropy", action="store_true")
+    parser.add_argument("--oracle-points", type=int, default=13)
+    parser.add_argument("--data-dir", type=Path, default=reference_tools.DATA_8A6G)
+    parser.add_argument("--out-dir", type=Path, default=OUT_DIR)
+    args = parser.parse_args(argv)
+    if not (args.data_dir / "scaled-test-data.mtz").exists():
+        print(f"8a6g data not found in {args.data_dir}: nothing to benchmark (skipped).")
+        return 0
+    if args.meteor_maps and reference_tools.ensure_meteor_venv() is None:
+        print("meteor-maps could not be installed: running without it.")
+        args.meteor_maps = False
+    source = family.source_8a6g(args.data_dir, d_min=args.d_min)
+    model = mmtbx.model.manager(model_input=iotbx.pdb.input(
+        source_info=None, lines=source.phasing_model_pdb.splitlines()))
+    summary = {}
+    for case in family.family_cases(source, args.changes, args.occupancies, args.noise):
+        print(f"\n== {case.name}: {case.native.size()} reflections", flush=True)
+        out_dir = args.out_dir / case.name
+        paths = family.write_case(case, out_dir)
+        f_model = model_structure_factors(model, case.native).f_model
+        rows = run_ours(case, f_model, args)
+        rows.update(run_anchors(case, paths, out_dir, args))
+        for label, (cc, parameter, seconds) in rows.items():
+            extra = "" if parameter is None else f"  parameter {parameter:.3g}"
+            timing = "" if seconds is None else f"  {seconds:.1f} s"
+            print(f"  {label:<34} {cc:7.3f}{extra}{timing}", flush=True)
+        summary[case.name] = {label: list(values) for label, values in rows.items()}
+    print("\n" + summary_table(summary))
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    (args.out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    return 0
+
+
+def summary_table(summary: dict) -> str:
+    """One line per case: CCs of the main rows and the default's margins."""
+    columns = ["DF_RAW", "k-weighted", "TV negentropy", "TV validation (default)",
+               "oracle (best fixed TV weight)", "phaseboost (default)", "phaseboost oracle",
+               "meteor-maps meteor.diffmap", "meteor-maps meteor.phaseboost", "cctbx Fo-Fo",
+               "cctbx Fo-Fo multiscale"]
+    short = ["raw", "kw", "TVneg", "TVval", "oracle", "pb", "pb-orc", "mm-dm", "mm-pb", "fofo",
+             "fofo-ms"]
+    lines = [f"{'case':<34}" + "".join(f"{s:>8}" for s in short)
+             + f"{'val-orc':>9}{'pb-dm':>8}"]
+    for name, rows in summary.items():
+        def cc(label):
+            return rows[label][0] if label in rows else float("nan")
+        lines.append(f"{name:<34}" + "".join(f"{cc(c):8.3f}" for c in columns)
+                     + f"{cc(columns[3]) - cc(columns[4]):9.3f}"
+                     + f"{cc(columns[5]) - cc(columns[3]):8.3f}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

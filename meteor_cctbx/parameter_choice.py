@@ -1,0 +1,179 @@
+"""Choice of the k-weighting parameter and the TV weight of a difference map, by validation
+against held-out reflections (default) or by the map's negentropy.
+
+TV weights are searched in units of the rms of the map being denoised (``relative`` weights),
+so the useful range does not move with the data's scale; the weight applied is reported in map
+units too (e/A^3 for data on the model's scale).
+
+* ``validation``: every candidate denoises the map of the working reflections and is scored by
+  CC_free at the free ones (``validation.FreeScorer``); the negentropy of each denoised working
+  map is recorded beside it.  The final map is then denoised once more, with all reflections,
+  at the chosen relative weight.  When the best CC_free is below two bootstrap standard errors
+  (no difference signal the held-out reflections can see), the weight of highest negentropy
+  among the same scan points is used instead, and the log says so.  k is chosen with TV
+  applied (each k scored through the TV weight chosen at k = 0), and when the CC_free of k = 0
+  is within one bootstrap standard error of the best k the data do not determine k, which is
+  then 0.
+* ``negentropy``: the denoised full map of highest negentropy (and k on the map before TV), as
+  in meteor-maps.  On weak, spread-out changes its maximum lies past the weight that keeps the
+  signal best (the negentropy of a map keeps rising as TV flattens it into a few blobs).
+"""
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from meteor_cctbx import kweight, tv
+from meteor_cctbx.grid import CellGrid
+from meteor_cctbx.maximize import ScanPoint, ScanResult, maximize_scalar
+from meteor_cctbx.negentropy import negentropy
+from meteor_cctbx.validation import FreeScorer
+
+CRITERIA = ("validation", "negentropy")
+K_SCAN_POINTS = 3            # k = 0, k_max/2, k_max, then bracket refinement
+K_TOLERANCE_FRACTION = 0.25  # final k bracket, as a fraction of k_max
+REFINE_HALF_WIDTH = 0.3      # decades around the first TV weight when k changed it
+
+
+SIGNAL_Z = 2.0  # CC_free must exceed this many standard errors to count as a signal
+
+
+@dataclass
+class TvChoice:
+    """The chosen TV weight (relative to the map rms and in map units), its scan (parameters
+    are relative weights) and the full map denoised at it.  ``determined`` is False when the
+    validation found no signal above noise and the weight fell back to negentropy."""
+
+    relative_weight: float
+    weight: float
+    criterion: str
+    scan: ScanResult
+    denoised_map: np.ndarray
+    determined: bool = True
+    standard_error: float | None = None
+
+
+@dataclass
+class KChoice:
+    """The chosen k, its scan, and whether the data determined it."""
+
+    k: float
+    criterion: str
+    scan: ScanResult
+    determined: bool
+    standard_error: float | None = None
+
+
+def rms(real_map: np.ndarray) -> float:
+    """Root-mean-square deviation of a map from its mean (map units)."""
+    return float(np.asarray(real_map).std(dtype=np.float64))
+
+
+def choose_tv_weight(coefficients: np.ndarray, grid: CellGrid, settings: tv.TvSettings,
+                     criterion: str, relative_range: tuple[float, float],
+                     scorer: FreeScorer | None = None, n_coarse: int = 5,
+                     tolerance: float = 0.1,
+                     report: Callable[[ScanPoint], None] | None = None) -> TvChoice:
+    """Search the relative TV weight in ``relative_range`` (log scale, ``tolerance`` decades)
+    for difference ``coefficients`` on ``grid``, by ``criterion``."""
+    full_map = grid.to_map(coefficients)
+    full_rms = rms(full_map)
+    lower, upper = relative_range
+    if criterion == "negentropy":
+        best: dict = {}
+        lock = threading.Lock()
+
+        def score(relative: float) -> float:
+            denoised = tv.denoise(full_map, relative * full_rms, settings)
+            value = negentropy(denoised)
+            with lock:
+                if not best or value > best["score"]:
+                    best.update(score=value, relative=relative, map=denoised)
+            return value
+
+        scan = maximize_scalar(score, lower, upper, name="tv_weight_relative",
+                               n_coarse=n_coarse, log_scale=True, tolerance=tolerance,
+                               extra_points=(0.0,), report=report)
+        return TvChoice(best["relative"], best["relative"] * full_rms, criterion, scan,
+                        best["map"])
+    if scorer is None:
+        raise ValueError("validation needs a FreeScorer")
+    working_map = scorer.working_map(coefficients)
+    working_rms = rms(working_map)
+
+    def validated(relative: float) -> tuple[float, dict]:
+        denoised = tv.denoise(working_map, relative * working_rms, settings)
+        return scorer.score(relative, denoised), {"negentropy": negentropy(denoised)}
+
+    scan = maximize_scalar(validated, lower, upper, name="tv_weight_relative",
+                           n_coarse=n_coarse, log_scale=True, tolerance=tolerance,
+                           report=report)
+    relative = scan.best.parameter
+    error = scorer.difference_error(relative)
+    determined = scan.best.score > SIGNAL_Z * error
+    if not determined:  # no signal the free reflections can see: the scan's negentropy rule
+        relative = max(scan.points, key=lambda p: (p.others["negentropy"], -p.parameter)
+                       ).parameter
+    return TvChoice(relative, relative * full_rms, criterion, scan,
+                    tv.denoise(full_map, relative * full_rms, settings), determined, error)
+
+
+def choose_k(raw: np.ndarray, sigma_delta: np.ndarray, grid: CellGrid, k_max: float,
+             criterion: str, scorer: FreeScorer | None = None,
+             tv_relative_weight: float | None = None,
+             settings: tv.TvSettings = tv.TvSettings(),
+             report: Callable[[ScanPoint], None] | None = None) -> KChoice:
+    """Choose k in [0, k_max] for unweighted difference coefficients ``raw``.
+
+    ``validation`` scores each k-weighted map after TV at ``tv_relative_weight`` by CC_free;
+    ``negentropy`` scores the k-weighted map itself (before TV).
+    """
+    if criterion == "negentropy":
+        scan = kweight.optimize_k(raw, sigma_delta, grid, k_max=k_max, report=report)
+        return KChoice(scan.best.parameter, criterion, scan, determined=True)
+    if scorer is None or tv_relative_weight is None:
+        raise ValueError("validation of k needs a FreeScorer and a TV weight")
+
+    def validated(k: float) -> tuple[float, dict]:
+        working_map = scorer.working_map(raw * kweight.kweights(raw, sigma_delta, k))
+        denoised = tv.denoise(working_map, tv_relative_weight * rms(working_map), settings)
+        return scorer.score(k, denoised), {"negentropy": negentropy(denoised)}
+
+    scan = maximize_scalar(validated, 0.0, k_max, name="k_parameter", n_coarse=K_SCAN_POINTS,
+                           tolerance=K_TOLERANCE_FRACTION * k_max, report=report)
+    best = scan.best
+    if best.parameter == 0.0:
+        return KChoice(0.0, criterion, scan, determined=True)
+    error = scorer.difference_error(best.parameter, 0.0)
+    gain = best.score - scan.point_at(0.0).score
+    if gain <= error:
+        return KChoice(0.0, criterion, scan, determined=False, standard_error=error)
+    return KChoice(best.parameter, criterion, scan, determined=True, standard_error=error)
+
+
+def refined_range(relative_weight: float, relative_range: tuple[float, float]
+                  ) -> tuple[float, float]:
+    """A range of +-REFINE_HALF_WIDTH decades around ``relative_weight``, inside
+    ``relative_range``."""
+    factor = 10.0 ** REFINE_HALF_WIDTH
+    lower = max(relative_range[0], relative_weight / factor)
+    upper = min(relative_range[1], relative_weight * factor)
+    if not lower < upper:
+        return relative_range
+    return lower, upper
+
+
+def relative_search_range(absolute_range: tuple[float, float] | None,
+                          relative_range: tuple[float, float], map_rms: float
+                          ) -> tuple[float, float]:
+    """The relative search range: ``absolute_range`` (map units) divided by the map rms when
+    given, else ``relative_range``."""
+    if absolute_range is None:
+        return tuple(relative_range)
+    if map_rms == 0 or not math.isfinite(map_rms):
+        raise ValueError("the map is flat: a TV weight range in map units cannot be used")
+    return absolute_range[0] / map_rms, absolute_range[1] / map_rms

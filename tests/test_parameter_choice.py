@@ -1,0 +1,252 @@
+"""The validated choice of the TV weight and k (held-out reflections) against a brute-force
+oracle on small realistic two-state cases (meteor_cctbx.family.source_small), and the
+properties it rests on: scale-free scores, a deterministic free set, relative weights."""
+import io
+
+import iotbx.pdb  # noqa: F401  (cctbx first)
+import mmtbx.model
+import numpy as np
+import pytest
+from cctbx import crystal
+from libtbx.utils import Sorry
+
+from meteor_cctbx import family, kweight, tv
+from meteor_cctbx.diffmap import compute_diffmap, tv_settings
+from meteor_cctbx.maximize import maximize_scalar
+from meteor_cctbx.model_phases import model_structure_factors
+from meteor_cctbx.parameter_choice import choose_k
+from meteor_cctbx.phaseboost import compute_phaseboost
+from meteor_cctbx.phil import default_params
+from meteor_cctbx.validation import FreeScorer, FreeSet, free_correlation
+
+SCAN_STEP_DECADES = 0.1  # the TV search's final bracket (tolerance) in log10 units
+
+
+@pytest.fixture(scope="module")
+def source():
+    return family.source_small(d_min=2.0)
+
+
+@pytest.fixture(scope="module")
+def phasing_model(source):
+    return mmtbx.model.manager(model_input=iotbx.pdb.input(
+        source_info=None, lines=source.phasing_model_pdb.splitlines()))
+
+
+class Case:
+    """A family case with its F_model, the default and negentropy diffmaps, and the truth."""
+
+    def __init__(self, source, phasing_model, change, occupancy, noise):
+        self.case = family.make_case(source, change, occupancy, noise)
+        self.f_model = model_structure_factors(phasing_model, self.case.native).f_model
+        self.default = compute_diffmap(self.case.derivative, self.case.native, self.f_model)
+        self.grid = self.default.grid
+        truth = self.case.true_difference.common_set(self.default.raw_coefficients)
+        assert truth.indices().all_eq(self.default.raw_coefficients.indices())
+        self.truth_map = self.grid.to_map(truth.data().as_numpy_array()).ravel()
+
+    def cc(self, real_map) -> float:
+        return float(np.corrcoef(np.asarray(real_map).ravel(), self.truth_map)[0, 1])
+
+    def weighted_map(self) -> np.ndarray:
+        raw = self.default.raw_coefficients.data().as_numpy_array()
+        return self.grid.to_map(raw * kweight.kweights(raw, self.default.pair.sigma_delta,
+                                                       self.default.k_parameter))
+
+    def oracle(self) -> tuple[float, float]:
+        """(best CC with the truth, its relative TV weight): brute force to 0.01 decade."""
+        weighted = self.weighted_map()
+        rms = float(weighted.std())
+        settings = tv_settings(default_params("diffmap"))
+        scan = maximize_scalar(lambda w: self.cc(tv.denoise(weighted, w * rms, settings)),
+                               0.03, 10.0, n_coarse=13, log_scale=True, tolerance=0.01)
+        return scan.best.score, scan.best.parameter
+
+
+@pytest.fixture(scope="module")
+def spread(source, phasing_model):
+    return Case(source, phasing_model, "spread", 0.4, 1.0)
+
+
+def negentropy_params(program="diffmap"):
+    params = default_params(program)
+    params.tv.criterion = params.kweight.criterion = "negentropy"
+    return params
+
+
+def test_validation_finds_the_oracle_weight_where_negentropy_over_smooths(spread):
+    oracle_cc, oracle_weight = spread.oracle()
+    negentropy = compute_diffmap(spread.case.derivative, spread.case.native, spread.f_model,
+                                 negentropy_params())
+    negentropy_weight = negentropy.metadata["tv_weight_relative"]
+    # the constructed case: negentropy's maximum lies well past the oracle and costs CC
+    assert np.log10(negentropy_weight / oracle_weight) > 0.1
+    assert spread.cc(negentropy.final_map) < oracle_cc - 0.02
+    # the validated default does not
+    assert spread.cc(spread.default.final_map) > oracle_cc - 0.01
+    raw = spread.default.raw_coefficients.data().as_numpy_array()
+    assert spread.cc(spread.default.final_map) > spread.cc(spread.grid.to_map(raw)) + 0.15
+
+
+@pytest.mark.parametrize("change,occupancy,noise", [("spread", 0.2, 2.0),
+                                                    ("compact", 0.2, 2.0)])
+def test_chosen_weight_within_one_scan_step_of_the_oracle(source, phasing_model, change,
+                                                          occupancy, noise):
+    case = Case(source, phasing_model, change, occupancy, noise)
+    oracle_cc, oracle_weight = case.oracle()
+    chosen = case.default.metadata["tv_weight_relative"]
+    assert abs(np.log10(chosen / oracle_weight)) <= SCAN_STEP_DECADES, (chosen, oracle_weight)
+    assert case.cc(case.default.final_map) > oracle_cc - 0.02
+
+
+def test_scan_records_both_criteria_and_the_choice(spread):
+    scan = spread.default.tv_scan
+    assert scan.name == "tv_weight_relative"
+    assert all("negentropy" in p.others for p in scan.points)
+    assert spread.default.metadata["tv_weight_relative"] == scan.best.parameter
+    rms = float(spread.weighted_map().std())
+    assert spread.default.tv_weight == pytest.approx(scan.best.parameter * rms, rel=1e-6)
+    record = spread.default.metadata
+    assert record["criteria"] == {"kweight": "validation", "tv": "validation",
+                                  "tv_determined_by_data": True}
+    assert all("negentropy" in p for p in record["tv_scan"]["points"])
+
+
+def test_choice_is_deterministic_and_follows_the_seed(spread):
+    again = compute_diffmap(spread.case.derivative, spread.case.native, spread.f_model)
+    assert again.tv_weight == spread.default.tv_weight
+    assert again.k_parameter == spread.default.k_parameter
+    assert np.array_equal(again.final_map, spread.default.final_map)
+    params = default_params("diffmap")
+    params.validation.seed = 1
+    other = compute_diffmap(spread.case.derivative, spread.case.native, spread.f_model, params)
+    assert other.tv_weight != spread.default.tv_weight  # another free set, another curve
+    assert abs(np.log10(other.tv_weight / spread.default.tv_weight)) < 0.15
+
+
+def test_relative_weight_does_not_move_with_the_data_scale(spread):
+    """Data 10x larger: same relative weight, 10x the weight in map units, same map."""
+    case = spread.case
+    scaled = [a.customized_copy(data=a.data() * 10, sigmas=a.sigmas() * 10)
+              for a in (case.derivative, case.native)]
+    f_model = spread.f_model.customized_copy(data=spread.f_model.data() * 10)
+    result = compute_diffmap(*scaled, f_model)
+    assert result.metadata["tv_weight_relative"] == pytest.approx(
+        spread.default.metadata["tv_weight_relative"], rel=1e-3)
+    assert result.tv_weight == pytest.approx(10 * spread.default.tv_weight, rel=1e-3)
+    assert spread.cc(result.final_map) == pytest.approx(spread.cc(spread.default.final_map),
+                                                        abs=1e-3)
+
+
+def test_absolute_search_range_still_works(spread):
+    params = default_params("diffmap")
+    rms = float(spread.weighted_map().std())
+    params.tv.search_range = [0.5 * rms, 2.0 * rms]
+    result = compute_diffmap(spread.case.derivative, spread.case.native, spread.f_model, params)
+    weights = [p.parameter for p in result.tv_scan.points]
+    assert min(weights) == pytest.approx(0.5, rel=1e-3)
+    assert max(weights) == pytest.approx(2.0, rel=1e-3)
+
+
+def test_k_is_zero_when_its_curve_is_flat_within_noise(spread):
+    raw = spread.default.raw_coefficients.data().as_numpy_array()
+    scorer = FreeScorer(spread.grid, FreeSet.draw(spread.grid.miller_set), raw)
+    chosen = choose_k(raw, spread.default.pair.sigma_delta, spread.grid, 1e-4, "validation",
+                      scorer, 1.0)
+    assert chosen.k == 0.0
+    best = chosen.scan.best
+    if best.parameter != 0.0:  # k differences of 1e-4 are far below the bootstrap noise
+        assert not chosen.determined
+        assert best.score - chosen.scan.point_at(0.0).score <= chosen.standard_error
+
+
+def test_flat_k_is_said_in_the_log(spread):
+    params = default_params("diffmap")
+    params.kweight.k_max = 1e-4
+    log = io.StringIO()
+    result = compute_diffmap(spread.case.derivative, spread.case.native, spread.f_model, params,
+                             log)
+    assert result.k_parameter == 0.0
+    best = result.kweight_scan.best.parameter
+    assert best == 0.0 or "flat within its noise" in log.getvalue()
+
+
+def test_negentropy_criterion_keeps_the_old_rule(spread):
+    result = compute_diffmap(spread.case.derivative, spread.case.native, spread.f_model,
+                             negentropy_params())
+    assert result.metadata["criteria"]["tv"] == "negentropy"
+    assert result.metadata["criteria"]["kweight"] == "negentropy"
+    best = result.tv_scan.best
+    assert 0.0 in [p.parameter for p in result.tv_scan.points]  # no denoising is scored
+    assert best.score == max(p.score for p in result.tv_scan.points)
+
+
+def test_phaseboost_is_at_least_as_good_as_diffmap(spread):
+    boosted = compute_phaseboost(spread.case.derivative, spread.case.native, spread.f_model)
+    assert spread.cc(boosted.final_map) >= spread.cc(spread.default.final_map) - 0.005
+    assert len(boosted.metadata["loop_tv_weights"]) == 1
+
+
+def test_free_set_is_seeded_and_of_the_asked_size(spread):
+    miller_set = spread.grid.miller_set
+    a, b = FreeSet.draw(miller_set, 0.1, 3), FreeSet.draw(miller_set, 0.1, 3)
+    assert np.array_equal(a.free, b.free)
+    assert not np.array_equal(a.free, FreeSet.draw(miller_set, 0.1, 4).free)
+    assert a.n_free == pytest.approx(0.1 * miller_set.size(), rel=0.15)
+    with pytest.raises(ValueError):
+        FreeSet.draw(miller_set, 0.0)
+
+
+def test_free_correlation_is_scale_free_and_signed():
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=50) + 1j * rng.normal(size=50)
+    weights = rng.uniform(1, 4, 50)
+    assert free_correlation(values, values, weights) == pytest.approx(1.0)
+    assert free_correlation(-3 * values, values, weights) == pytest.approx(-1.0)
+    assert free_correlation(np.zeros(50), values, weights) == 0.0
+    noisy = values + 0.5 * rng.normal(size=50)
+    assert free_correlation(7 * noisy, values, weights) == pytest.approx(
+        free_correlation(noisy, values, weights))
+
+
+def test_cell_a_few_percent_off_goes_onto_the_native_cell(spread):
+    case = spread.case
+    cell = [p * (1.02 if i < 3 else 1) for i, p in enumerate(case.derivative.unit_cell()
+                                                             .parameters())]
+    symmetry = crystal.symmetry(unit_cell=cell,
+                                space_group_info=case.derivative.space_group_info())
+    derivative = case.derivative.customized_copy(crystal_symmetry=symmetry)
+    log = io.StringIO()
+    result = compute_diffmap(derivative, case.native, spread.f_model, log=log)
+    assert "put on the native's cell" in log.getvalue()
+    assert result.map_coefficients.unit_cell().is_similar_to(case.native.unit_cell())
+    assert spread.cc(result.final_map) == pytest.approx(spread.cc(spread.default.final_map),
+                                                        abs=1e-6)
+    far = case.derivative.customized_copy(crystal_symmetry=crystal.symmetry(
+        unit_cell=[p * (1.05 if i < 3 else 1) for i, p in
+                   enumerate(case.derivative.unit_cell().parameters())],
+        space_group_info=case.derivative.space_group_info()))
+    with pytest.raises(Sorry, match="max_cell_difference"):
+        compute_diffmap(far, case.native, spread.f_model)
+
+
+def test_working_map_holds_no_free_reflection(spread):
+    raw = spread.default.raw_coefficients.data().as_numpy_array()
+    scorer = FreeScorer(spread.grid, FreeSet.draw(spread.grid.miller_set), raw)
+    working = scorer.working_map(raw)
+    # the working map carries no trace of the free reflections
+    back = spread.grid.to_coefficients(working)
+    assert np.abs(back[scorer.free_set.free]).max() < 1e-6 * np.abs(raw).max()
+
+
+def test_no_signal_falls_back_and_warns(source, phasing_model):
+    """A change far below the noise: validation sees nothing and says so."""
+    case = family.make_case(source, "compact", 0.002, 2.0)
+    f_model = model_structure_factors(phasing_model, case.native).f_model
+    log = io.StringIO()
+    result = compute_diffmap(case.derivative, case.native, f_model, log=log)
+    assert result.metadata["criteria"]["tv_determined_by_data"] is False
+    assert "no difference signal above noise" in log.getvalue()
+    scan = result.tv_scan
+    fallback = max(scan.points, key=lambda p: p.others["negentropy"]).parameter
+    assert result.metadata["tv_weight_relative"] == fallback
