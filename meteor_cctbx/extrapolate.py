@@ -14,7 +14,8 @@ compute_diffmap / compute_phaseboost.  The TV stage rescales the map to the inpu
 deviation, so a denoised dF is brought back to raw-difference units by ``difference_gain``
 (reduced-major-axis slope of the denoised on the raw difference map over the voxels where the
 denoised map exceeds ``threshold`` x its rms) before extrapolating: N then means 1/q for every
-choice.  ``formula``: ``fobs`` F_base = |F_nat| exp(i phi) (Coquelle-style F_nat + N dF);
+choice.  A denoised difference that points against the raw one there (gain <= 0: the
+denoising kept no signal) is replaced by the raw difference, with a warning.  ``formula``: ``fobs`` F_base = |F_nat| exp(i phi) (Coquelle-style F_nat + N dF);
 ``fcalc`` F_base = F_model.  Reflections whose extrapolated value points against the model
 phase (a 'negative amplitude' |F_base| + N dF < 0 for raw dF) are handled by
 ``negative_amplitudes``: replaced by F_model (``fcalc``), set to zero, or dropped.
@@ -184,12 +185,18 @@ def compute_extrapolation(derivative: miller.array, native: miller.array, phases
                     "naming an amplitude,phase pair such as FC,PHIC), not phases alone.")
     native_coefficients = pair.native.data().as_numpy_array() * pair.unit_phases
     raw = pair.delta_f * pair.unit_phases
-    gain = 1.0
-    if choice(settings.difference) != "raw":
+    kind, gain, fallback = choice(settings.difference), 1.0, None
+    if kind != "raw":
         gain = difference_gain(grid.to_map(coefficients), grid.to_map(raw), settings.threshold)
+        if gain <= 0:
+            fallback = (f"the {kind} difference points against the raw difference where it is "
+                        f"strongest (gain {gain:.3g}): its denoising removed the signal; the "
+                        f"raw difference is extrapolated instead")
+            print(f"  Warning: {fallback}.", file=log)
+            kind, gain, coefficients = "raw", 1.0, raw
     calibrated = coefficients / gain
-    print(f"  Extrapolating the {choice(settings.difference)} difference (gain over the raw "
-          f"difference {gain:.3g}), formula {settings.formula}", file=log)
+    print(f"  Extrapolating the {kind} difference (gain over the raw difference {gain:.3g}), "
+          f"formula {settings.formula}", file=log)
     estimate = None
     if settings.occupancy is Auto or settings.occupancy is None:
         step = time.perf_counter()
@@ -221,8 +228,8 @@ def compute_extrapolation(derivative: miller.array, native: miller.array, phases
                           ).set_observation_type_xray_amplitude()
     fwt = complex_array(miller_set, 2 * extrapolated[keep] - base[keep])
     delfwt = complex_array(miller_set, extrapolated[keep] - model[keep])
-    metadata = {"difference": difference.metadata, "difference_kind": choice(settings.difference),
-                "difference_gain": gain, "formula": formula,
+    metadata = {"difference": difference.metadata, "difference_kind": kind,
+                "difference_fallback": fallback, "difference_gain": gain, "formula": formula,
                 "negative_amplitudes": choice(settings.negative_amplitudes),
                 "n_negative": n_negative, "n_reflections_out": int(keep.sum()),
                 "occupancy": estimate.as_dict() if estimate is not None else
