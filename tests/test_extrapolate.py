@@ -290,3 +290,11 @@ def test_given_occupancy_and_show_defaults(case, in_tmp, capsys):
     record = json.loads((in_tmp / "given.json").read_text())
     assert record["result"]["occupancy"] == {"estimate": 0.5, "interval": None,
                                              "method": "given"}
+
+
+def test_zero_occupancy_is_refused_without_output(case, in_tmp, capsys):
+    status, _, err = run_program(Program, [case.paths["derivative"], case.paths["native"],
+                                           case.paths["model"], "extrapolate.occupancy=0",
+                                           "extrapolate.difference=raw"], capsys)
+    assert_one_line_sorry(status, err, "extrapolate.occupancy")
+    assert not list(in_tmp.iterdir())

@@ -3,6 +3,8 @@ and a blind occupancy estimate with a bootstrap interval."""
 from __future__ import annotations
 
 import numpy as np
+from libtbx import Auto
+from libtbx.utils import Sorry
 
 from meteor_cctbx.difference_inputs import DifferenceInputs
 from meteor_cctbx.extrapolate import ExtrapolationResult, compute_extrapolation
@@ -55,6 +57,13 @@ Usage:
 """
     program_name = "meteor.extrapolate"
     master_phil_str = master_phil_str("extrapolate")
+
+    def validate(self) -> None:
+        occupancy = self.params.extrapolate.occupancy
+        if occupancy is not Auto and occupancy is not None and occupancy <= 0:
+            raise Sorry("extrapolate.occupancy must be above 0 (N = 1/occupancy), or Auto to "
+                        "estimate it.")
+        super().validate()
 
     def compute(self, inputs: DifferenceInputs) -> ExtrapolationResult:
         print("Difference and extrapolation:", file=self.logger)
