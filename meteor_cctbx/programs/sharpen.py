@@ -14,7 +14,7 @@ from libtbx.program_template import ProgramTemplate
 from libtbx.utils import Sorry
 
 from meteor_cctbx import sharpen, solvent_fraction
-from meteor_cctbx.file_checks import check_input_file
+from meteor_cctbx.file_checks import check_input_file, check_map_file
 from meteor_cctbx.phil import master_phil_str, refuse_unused_template_output
 from meteor_cctbx.record import (MtzNames, Panel, check_outputs_writable, output_set,
                                  params_as_dict, run_context, software_versions, write_json,
@@ -80,6 +80,7 @@ Examples:
         if len(p.map_model.half_map) not in (0, 2):
             raise Sorry(f"Give exactly two half maps, not {len(p.map_model.half_map)} "
                         f"({', '.join(p.map_model.half_map)}).")
+        self.check_maps_and_model()
         s = p.sharpening
         self.method = self.resolve_method()
         if s.b_sharpen is not None and s.b_iso is not None:
@@ -99,6 +100,58 @@ Examples:
             raise Sorry("The resolution of a single map is not known: give "
                         "resolution=<nominal resolution in A>.")
         check_outputs_writable(self.output_paths().values(), p.output.overwrite)
+
+    def map_file_names(self) -> list[str]:
+        """The map files: full map, half maps, then any others, each group sorted by name
+        (iotbx lists half maps in hash order, which differs from run to run)."""
+        p = self.params.map_model
+        names = [p.full_map] if p.full_map else []
+        names += sorted(set(p.half_map) - set(names))
+        return names + sorted(set(self.data_manager.get_real_map_names()) - set(names))
+
+    def check_maps_and_model(self) -> None:
+        """Sorry for a map cctbx cannot use (see file_checks.check_map_file), maps on
+        different grids, or a model whose cell is not the map's."""
+        from meteor_cctbx.reflections import fmt_cell, max_cell_difference
+
+        names = self.map_file_names()
+        for name in names:
+            check_map_file(name, allow_constant=False)
+        if not names:
+            return
+        first = self.data_manager.get_real_map(names[0])
+
+        def grid(mm):
+            return (tuple(mm.map_data().all()), tuple(mm.unit_cell_grid),
+                    tuple(mm.origin_shift_grid_units),
+                    tuple(round(v, 3) for v in mm.unit_cell_crystal_symmetry().unit_cell(
+                    ).parameters()))
+        for name in names[1:]:
+            other = self.data_manager.get_real_map(name)
+            if grid(other) != grid(first):
+                raise Sorry(f"Map {name} is on another grid than {names[0]} (points, cell grid, "
+                            f"origin, cell {grid(other)} against {grid(first)}): resample the "
+                            f"maps onto one grid (e.g. phenix.map_box or a common box).")
+        for model_name in self.data_manager.get_model_names():
+            symmetry = self.data_manager.get_model(model_name).crystal_symmetry()
+            if symmetry is None or symmetry.unit_cell() is None \
+                    or symmetry.unit_cell().volume() < 10:
+                continue
+            map_cell = first.unit_cell_crystal_symmetry().unit_cell()
+            if max_cell_difference(symmetry.unit_cell(), map_cell) > 1.0:
+                raise Sorry(f"Model {model_name} has the cell {fmt_cell(symmetry.unit_cell())} "
+                            f"but the map {names[0]} has {fmt_cell(map_cell)}: give a model "
+                            f"placed in the map's cell (or one without a CRYST1 record).")
+
+    def clamped_to_nyquist(self, resolution: float, map_manager) -> float:
+        """``resolution``, or the map's Nyquist limit (2 voxels, A) with a warning when finer."""
+        cell = map_manager.unit_cell_crystal_symmetry().unit_cell().parameters()
+        nyquist = 2 * max(edge / n for edge, n in zip(cell[:3], map_manager.unit_cell_grid))
+        if resolution >= nyquist:
+            return resolution
+        self._print(f"Warning: resolution={resolution:g} A is finer than the map's Nyquist "
+                    f"limit (2 voxels = {nyquist:.3f} A); using {nyquist:.3f} A.")
+        return nyquist
 
     def _has_half_maps(self) -> bool:
         if self.params.map_model.half_map:
@@ -129,7 +182,7 @@ Examples:
         self.timings: dict[str, float] = {}
         dm = self.data_manager
         self.record: dict = {"program": "meteor.sharpen", "versions": software_versions(),
-                             "run": run_context(dm.get_real_map_names()
+                             "run": run_context(self.map_file_names()  # not hash order
                                                 + dm.get_miller_array_names()
                                                 + dm.get_model_names()),
                              "parameters": params_as_dict(self.params),
@@ -145,7 +198,7 @@ Examples:
             self.record["fsc"] = fsc.as_dict()
             self._print(f"Half-map FSC = {sharpen.FSC_CUTOFF} at d = "
                         f"{_format(fsc.d_min, '.2f')} A")
-        resolution = self.resolution(fsc, map_coefficients)
+        resolution = self.clamped_to_nyquist(self.resolution(fsc, map_coefficients), input_map)
         d_min = resolution * self.params.sharpening.d_min_ratio
         self.record.update(resolution=resolution, fourier_d_min=d_min)
 
@@ -183,7 +236,17 @@ Examples:
         """The maps and model, origin shifted to (0, 0, 0), and the map coefficients if given."""
         try:
             if not self.data_manager.get_miller_array_names():
-                return self.data_manager.get_map_model_manager(from_phil=True), None
+                mmm = self.data_manager.get_map_model_manager(from_phil=True)
+                # iotbx names and labels the average of two half maps after the one it lists
+                # first, in hash order: the output takes them from the maps sorted by name
+                names = self.map_file_names()
+                self.input_labels = list(self.data_manager.get_real_map(names[0]).labels or [])
+                self.input_file_name = mmm.map_manager().file_name
+                if len(names) >= 2 and "_and_" in str(self.input_file_name):
+                    self.input_file_name = "_and_".join(
+                        os.path.splitext(os.path.basename(n))[0] for n in names[:2]
+                    ) + os.path.splitext(names[0])[1]
+                return mmm, None
             map_coefficients = self.read_map_coefficients()
             map_manager = map_coefficients.fft_map(resolution_factor=1 / 3).as_map_manager(
                 wrapping=True)
@@ -200,7 +263,13 @@ Examples:
         arrays = {a.info().label_string(): a for a in
                   self.data_manager.get_miller_arrays(filename=file_name)
                   if a.is_complex_array()}
-        available = ", ".join(arrays) or "none"
+        if not arrays:
+            from meteor_cctbx.reflections import describe_arrays
+
+            held = describe_arrays(self.data_manager.get_miller_arrays(filename=file_name))
+            raise Sorry(f"{file_name} holds no map coefficients (amplitude + phase pairs), only "
+                        f"{held}: give an MTZ with map coefficients (e.g. FWT,PHWT) or a map.")
+        available = ", ".join(arrays)
         if self.params.labels:
             wanted = ",".join(label for item in self.params.labels for label in
                               item.replace(",", " ").split())
@@ -290,6 +359,8 @@ Examples:
         """Write the outputs as one set (see record.output_set): all or none appear."""
         paths = self.output_paths()
         check_outputs_writable(paths.values(), self.params.output.overwrite)
+        if getattr(self, "input_labels", None) is not None:
+            sharpened.labels, sharpened.file_name = list(self.input_labels), self.input_file_name
         sharpened.set_program_name("meteor.sharpen")
         sharpened.add_label(f"meteor.sharpen {self.method}: effective B "
                             f"{scale.effective_b:.1f} A**2")
