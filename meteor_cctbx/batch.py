@@ -45,11 +45,15 @@ TEMPORARY_GLOB = ".*.tmp*"  # names of record.atomic_path's temporary files
 
 
 def difference_columns(program) -> dict:
-    """Summary columns of a finished difference program (diffmap and those built on it):
+    """difference_result_columns of a finished diffmap or phaseboost program."""
+    return difference_result_columns(program.result)
+
+
+def difference_result_columns(result) -> dict:
+    """Summary columns of a difference map result (DiffmapResult and those built on it):
     resolution, overall Riso/CCiso after scaling, the chosen k and TV weight with the criterion
     that chose each (negentropy or validation) and its best score, negentropy, and the highest
     and lowest values of the final map in units of its rms (peak heights)."""
-    result = program.result
     pair = result.pair
     overall = reflections.isomorphism_shells(pair.derivative, pair.native, n_bins=1)[0]
     final_map = result.grid.to_map(result.map_coefficients.data().as_numpy_array())
@@ -75,6 +79,19 @@ def phaseboost_columns(program) -> dict:
             "stop_reason": program.result.stop_reason}
 
 
+def extrapolate_columns(program) -> dict:
+    """The difference stage's columns, then the occupancy used (estimated or given), the
+    estimate's interval and method, and the count of negative extrapolated amplitudes."""
+    result = program.result
+    estimate = result.occupancy_estimate
+    chosen = estimate.chosen if estimate is not None else None
+    interval = chosen.interval if chosen is not None and chosen.interval else (None, None)
+    return {**difference_result_columns(result.difference), "occupancy": result.occupancy,
+            "occupancy_low": interval[0], "occupancy_high": interval[1],
+            "occupancy_method": estimate.method if estimate is not None else "given",
+            "n_negative": result.n_negative}
+
+
 @dataclass(frozen=True)
 class BatchProgram:
     """A program meteor.batch can run: the module holding its ProgramTemplate ``Program`` (a
@@ -91,6 +108,7 @@ class BatchProgram:
 PROGRAMS: dict[str, BatchProgram] = {
     "diffmap": BatchProgram("meteor_cctbx.programs.diffmap"),
     "phaseboost": BatchProgram("meteor_cctbx.programs.phaseboost", phaseboost_columns),
+    "extrapolate": BatchProgram("meteor_cctbx.programs.extrapolate", extrapolate_columns),
 }
 
 

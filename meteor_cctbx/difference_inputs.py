@@ -79,6 +79,16 @@ def resolve_files(params, reflection_files: Sequence[str], model_files: Sequence
             "model": None if uses_column_phases and not params.model.file_name else model}
 
 
+def check_not_identical(derivative: miller.array, native: miller.array, derivative_source: str,
+                        native_source: str) -> None:
+    """Sorry when the two data sets hold the same amplitudes: their difference is zero."""
+    a, b = derivative.common_sets(native)
+    if a.size() and a.size() == native.size() and a.data().all_eq(b.data()):
+        raise Sorry(f"The derivative ({derivative_source}) and the native ({native_source}) "
+                    f"hold identical amplitudes: their difference map would be rounding "
+                    f"noise; give the two different data sets (derivative first).")
+
+
 @dataclass
 class NativeSide:
     """What every derivative measured against one native shares: the native amplitudes
@@ -161,6 +171,7 @@ def load_difference_inputs(params, files: dict, log, native_side: NativeSide | N
         derivative, native, params.isomorphism.max_cell_difference, files["derivative"],
         files["native"], log)
     derivative, cell_difference = indexing.derivative, indexing.cell_difference
+    check_not_identical(derivative, native, files["derivative"], files["native"])
     summary = {"derivative": reflections.data_summary(derivative),
                "native": reflections.data_summary(native), **indexing.as_dict()}
     for role in ("derivative", "native"):

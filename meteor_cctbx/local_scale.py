@@ -605,6 +605,20 @@ def check_settings(params, geometry: GridGeometry) -> None:
                     f"set e.g. 0.05.")
 
 
+def peak_memory(shape, params, geometry: GridGeometry) -> float:
+    """Estimated peak memory (bytes) of ``estimate_local_scale`` on a grid of ``shape``: the
+    kernel's offsets and distances, the padded map and its running maxima over one slab, and
+    the maps kept (input, low-passed, scale, confidence, modified), all float32."""
+    radius = params.scale.kernel_radius or (params.scale.lowpass
+                                            or default_lowpass(geometry)) / 2
+    half = np.floor(radius * np.linalg.norm(np.linalg.inv(geometry.steps), axis=0)) + 1
+    kernel = float(np.prod(2 * half + 1)) * 7 * 8  # offsets (3 int64), distances, products
+    padded = float(np.prod(np.asarray(shape) + 2 * half)) * 4
+    slab = (max(16, 2 * half[0]) + 2 * half[0]) * (shape[1] + 2 * half[1]) * (
+        shape[2] + 2 * half[2]) * 4 * (2 + np.log2(max(2 * half[2] + 1, 2)))
+    return kernel + padded + slab + 6 * float(np.prod(shape)) * 4
+
+
 def estimate_local_scale(values: np.ndarray, geometry: GridGeometry, params,
                          solvent_mask: np.ndarray | None = None,
                          log: Callable[[str], None] = lambda message: None

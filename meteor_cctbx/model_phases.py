@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 
 import iotbx.pdb
+import numpy as np
 import mmtbx.f_model
 import mmtbx.model
 from cctbx import crystal, miller
@@ -19,8 +20,9 @@ from cctbx.array_family import flex
 from libtbx import Auto
 from libtbx.utils import Sorry, null_out
 
+from meteor_cctbx.cif_check import check_cif, looks_like_cif
 from meteor_cctbx.file_checks import check_input_file
-from meteor_cctbx.reflections import one_line
+from meteor_cctbx.reflections import fmt_cell, max_cell_difference, one_line
 
 SCATTERING_TABLES = ("n_gaussian", "wk1995", "it1992", "electron", "neutron")
 
@@ -32,10 +34,10 @@ def load_model(path: str | os.PathLike, data_symmetry: crystal.symmetry | None =
     Sorry for an unreadable file, a model without atoms, or a symmetry that disagrees with the
     data (different space group, or cell edges differing beyond the threshold).
     """
-    from meteor_cctbx.reflections import fmt_cell, max_cell_difference
-
     log = log or null_out()
     path = check_input_file(path, "model file")
+    if looks_like_cif(path):
+        check_cif(path)  # iotbx.cif's parser crashes on some damaged files
     try:
         model_input = iotbx.pdb.input(file_name=str(path))
     except Exception as error:
@@ -44,9 +46,7 @@ def load_model(path: str | os.PathLike, data_symmetry: crystal.symmetry | None =
     atoms = model_input.atoms()
     if atoms.size() == 0:
         raise Sorry(f"Model {path} has no atoms: give the model of the native structure.")
-    if not (atoms.extract_occ() > 0).count(True):
-        raise Sorry(f"Model {path}: all {atoms.size()} atoms have zero occupancy, so the model "
-                    f"gives no phases: give a model with occupied atoms.")
+    check_atoms(atoms, path)
     symmetry = model_input.crystal_symmetry()
     usable = (symmetry is not None and symmetry.unit_cell() is not None
               and symmetry.space_group_info() is not None
@@ -76,6 +76,33 @@ def load_model(path: str | os.PathLike, data_symmetry: crystal.symmetry | None =
     except Exception as error:
         raise Sorry(f"Cannot build a model from {path}: {one_line(error)}.") from error
     return model
+
+
+#: Largest B (A^2) of a model that can phase: beyond it the atoms scatter (almost) nothing.
+MAX_B_ISO = 999.0
+
+
+def check_atoms(atoms, path) -> None:
+    """Sorry for atoms that cannot give phases: negative or only zero occupancies, every
+    B-factor beyond MAX_B_ISO, or every atom on one site."""
+    occupancies = atoms.extract_occ().as_numpy_array()
+    if (occupancies < 0).any():
+        raise Sorry(f"Model {path}: {int((occupancies < 0).sum())} atoms have negative "
+                    f"occupancy (lowest {occupancies.min():g}): occupancies lie between 0 and "
+                    f"1; fix the model.")
+    occupied = occupancies > 0
+    if not occupied.any():
+        raise Sorry(f"Model {path}: all {atoms.size()} atoms have zero occupancy, so the model "
+                    f"gives no phases: give a model with occupied atoms.")
+    b_iso = atoms.extract_b().as_numpy_array()[occupied]
+    if (b_iso > MAX_B_ISO).all():
+        raise Sorry(f"Model {path}: every occupied atom has B > {MAX_B_ISO:g} A^2 (lowest "
+                    f"{b_iso.min():g}), so the model scatters nothing: give the refined model.")
+    sites = atoms.extract_xyz().as_numpy_array()[occupied]
+    if len(sites) > 1 and np.ptp(sites, axis=0).max() < 0.01:
+        raise Sorry(f"Model {path}: all {len(sites)} occupied atoms sit on one site "
+                    f"({', '.join(f'{v:.2f}' for v in sites[0])}): the coordinates are "
+                    f"missing or damaged; give the refined model.")
 
 
 def describe_model(model: mmtbx.model.manager) -> str:
@@ -125,17 +152,27 @@ def model_structure_factors(model: mmtbx.model.manager, native: miller.array,
     xrs = model.get_xray_structure()
     if not (xrs.scatterers().extract_occupancies() > 0).count(True):
         raise Sorry("The model has no atoms with non-zero occupancy to compute phases from.")
-    if bulk_solvent:
-        flags = native.array(data=flex.bool(native.size(), False))
-        fmodel = mmtbx.f_model.manager(f_obs=native, r_free_flags=flags, xray_structure=xrs)
-        fmodel.update_all_scales(remove_outliers=False, log=null_out())
-        f_model = fmodel.f_model_no_scales()
-        r_work = float(fmodel.r_work())
-        k_mask_mean = float(flex.mean(fmodel.k_masks()[0]))
-    else:
-        f_model = native.structure_factors_from_scatterers(xrs, algorithm="fft").f_calc()
-        r_work = float(native.r1_factor(abs(f_model), scale_factor=Auto))
-        k_mask_mean = 0.0
+    try:
+        if bulk_solvent:
+            flags = native.array(data=flex.bool(native.size(), False))
+            fmodel = mmtbx.f_model.manager(f_obs=native, r_free_flags=flags,
+                                           xray_structure=xrs)
+            fmodel.update_all_scales(remove_outliers=False, log=null_out())
+            f_model = fmodel.f_model_no_scales()
+            r_work = float(fmodel.r_work())
+            k_mask_mean = float(flex.mean(fmodel.k_masks()[0]))
+        else:
+            f_model = native.structure_factors_from_scatterers(xrs, algorithm="fft").f_calc()
+            r_work = float(native.r1_factor(abs(f_model), scale_factor=Auto))
+            k_mask_mean = 0.0
+    except RuntimeError as error:  # mmtbx asserts when the model scatters nothing
+        raise Sorry(f"The model's structure factors cannot be fitted to the native data "
+                    f"({one_line(error)[-80:]}): check the model's coordinates, B-factors and "
+                    f"occupancies.") from error
+    amplitudes = flex.abs(f_model.data()).as_numpy_array()
+    if not np.isfinite(amplitudes).all() or not amplitudes.any():
+        raise Sorry("The model gives zero or non-finite structure factors: check the model's "
+                    "coordinates, B-factors and occupancies.")
     return ModelStructureFactors(
         f_model=f_model.set_info(miller.array_info(labels=["F_MODEL", "PHI_MODEL"])),
         r_work=r_work, k_mask_mean=k_mask_mean,

@@ -4,17 +4,22 @@ Every output file is written to a temporary file in its final directory, checked
 over the destination only when complete, so an interrupted run leaves either the previous file
 or none.  Inside ``output_set()`` a program's outputs are renamed together at the end, after
 all of them are complete, the JSON record last: a run that fails or is killed before then
-leaves every previous output as it was.
+leaves every previous output as it was.  ``check_outputs_writable`` also locks the output
+prefix for the run (``claim_outputs``: a concurrent run with the same prefix gets a Sorry) and
+removes the temporary files killed runs left; ``release_outputs`` ends the claim.
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import contextvars
+import glob
 import json
 import math
 import os
 import platform
 import re
+import signal
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -29,21 +34,36 @@ _staged: contextvars.ContextVar[list[tuple[str, Path]] | None] = contextvars.Con
     "meteor_staged_outputs", default=None)
 
 
+#: Longest file name most file systems take (bytes), less the room the hidden temporary
+#: name ``.<name>.XXXXXXXX.tmp<suffix>`` of ``atomic_path`` adds.
+MAX_OUTPUT_NAME = 255 - 24
+
+
 def check_outputs_writable(paths: Sequence[str | os.PathLike], overwrite: bool) -> None:
-    """Raise Sorry before any work is done if an output exists or cannot be written.
+    """Raise Sorry before any work is done if an output exists or cannot be written; then
+    claim the outputs for this process (``claim_outputs``).
 
     Writability is tried, not inferred from permission bits (which do not bind root and say
     nothing of read-only file systems): a temporary file is created and removed.
     """
-    for path in map(Path, paths):
+    paths = [Path(p) for p in paths]
+    for path in paths:
         directory = path.parent if str(path.parent) else Path(".")
-        if directory.exists() and not directory.is_dir():
-            raise Sorry(f"Output directory {directory} is a file, not a directory: change "
-                        f"output.prefix.")
-        if not directory.is_dir():
-            raise Sorry(f"Output directory {directory} does not exist: create it or change "
-                        f"output.prefix.")
+        if not path.name or path.name.startswith("."):
+            raise Sorry(f"Output name {path} would be a hidden file (output.prefix ends in "
+                        f"'/' or '.'): give output.prefix a file stem, e.g. "
+                        f"output.prefix={directory / 'run1'}.")
+        if len(os.fsencode(path.name)) > MAX_OUTPUT_NAME:
+            raise Sorry(f"Output name {path.name[:40]}... is {len(os.fsencode(path.name))} "
+                        f"bytes long, more than file systems allow ({MAX_OUTPUT_NAME}): "
+                        f"choose a shorter output.prefix.")
         try:
+            if directory.exists() and not directory.is_dir():
+                raise Sorry(f"Output directory {directory} is a file, not a directory: change "
+                            f"output.prefix.")
+            if not directory.is_dir():
+                raise Sorry(f"Output directory {directory} does not exist: create it or "
+                            f"change output.prefix.")
             with tempfile.NamedTemporaryFile(dir=directory, prefix=".meteor_write_test."):
                 pass
         except OSError as error:
@@ -54,6 +74,73 @@ def check_outputs_writable(paths: Sequence[str | os.PathLike], overwrite: bool) 
         if path.exists() and not overwrite:
             raise Sorry(f"Output {path} already exists: set output.overwrite=True to replace "
                         f"it or choose another output.prefix.")
+    claim_outputs(paths)
+
+
+# Locks this process holds: lock path -> open file descriptor (fcntl.flock on it).
+_locks: dict[Path, int] = {}
+
+
+def lock_path(paths: Sequence[str | os.PathLike]) -> Path:
+    """The lock file of an output set: ``.<common stem>.lock`` in the first output's
+    directory (the common start of the names, e.g. ``run1`` for run1.mtz and run1_scale.mrc)."""
+    first = Path(paths[0])
+    stem = os.path.commonprefix([Path(p).name for p in paths]).rstrip("._-") or first.stem
+    return (first.parent if str(first.parent) else Path(".")) / f".{stem}.lock"
+
+
+def claim_outputs(paths: Sequence[str | os.PathLike]) -> None:
+    """Lock the output set of ``paths`` for this process until ``release_outputs``, or Sorry
+    when another run holds it; then remove what killed runs left of its temporary files.
+
+    The lock is an exclusive ``flock`` on a hidden lock file beside the outputs, released by
+    the kernel when a process dies (a lock file left by SIGKILL is taken over and removed by
+    the next run).  Claiming a set this process already holds does nothing.
+    """
+    import fcntl
+
+    path = lock_path(paths)
+    key = path.resolve()
+    if key in _locks:
+        return
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as error:
+            raise Sorry(f"Cannot create the lock file {path} ({error.strerror or error}): "
+                        f"choose another output.prefix.") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise Sorry(f"Another run is writing outputs with the same prefix ({path} is "
+                        f"locked): wait for it to finish or choose another output.prefix."
+                        ) from None
+        try:  # the holder before us may have removed the file after we opened it
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    _locks[key] = fd
+    for output in map(Path, paths):
+        directory = output.parent if str(output.parent) else Path(".")
+        pattern = f".{glob.escape(output.name)}.*.tmp{glob.escape(output.suffix)}"
+        for leftover in directory.glob(pattern):
+            _remove_quietly(str(leftover))
+
+
+def release_outputs() -> None:
+    """Remove the lock files this process holds and release the locks."""
+    for key, fd in list(_locks.items()):
+        with contextlib.suppress(OSError):
+            if os.stat(key).st_ino == os.fstat(fd).st_ino:
+                os.remove(key)
+        os.close(fd)
+        del _locks[key]
+
+
+atexit.register(release_outputs)
 
 
 @contextlib.contextmanager
@@ -84,8 +171,13 @@ def output_set() -> Iterator[None]:
             _staged.reset(token)
 
 
+#: Signals held back while a set is renamed into place, so that a stop cannot split it.
+_HELD_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+
+
 def _commit(staged: list[tuple[str, Path]]) -> None:
     staged = sorted(staged, key=lambda item: item[1].suffix == ".json")
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD_SIGNALS)
     try:
         for _, path in staged:
             if path.suffix == ".json" and path.exists():
@@ -96,6 +188,8 @@ def _commit(staged: list[tuple[str, Path]]) -> None:
     except OSError as error:
         raise Sorry(f"Could not rename the outputs into place ({error.strerror or error}): "
                     f"check the output directory.") from error
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
 def _fsync_directory(path: Path) -> None:
@@ -355,28 +449,34 @@ def write_map_coefficients_mtz(path: str | os.PathLike, columns: Sequence[tuple]
 
     ``columns`` holds (complex array, amplitude label, phase label) triples, or quadruples
     with a sigma label, whose sigmas (the complex array's ``sigmas()``) follow the phase as
-    type Q; phases are written in degrees (MTZ type P), amplitudes as type F.  ``title`` (at
-    most 70 characters) and ``names`` go into the MTZ header.
+    type Q; phases are written in degrees (MTZ type P), amplitudes as type F.  A real amplitude
+    array with sigmas may stand as (array, "F", "SIGF"): columns F (type F) and SIGF (type Q).
+    ``title`` (at most 70 characters) and ``names`` go into the MTZ header.
     """
     names = names or MtzNames()
     dataset = None
     for array, amplitude_label, phase_label, *sigma_label in columns:
-        sigmas = array.sigmas()
-        array = array.customized_copy(sigmas=None)
-        amplitudes = abs(array).set_observation_type_xray_amplitude()
-        phases = array.phases(deg=True)
-        if dataset is None:
-            dataset = amplitudes.as_mtz_dataset(
-                column_root_label=amplitude_label, column_types="F",
-                wavelength=names.wavelength, crystal_name=names.crystal,
-                project_name=names.project, dataset_name=names.dataset)
+        if not array.is_complex_array():
+            if phase_label != "SIG" + amplitude_label or array.sigmas() is None:
+                raise ValueError(f"amplitudes {amplitude_label} need sigmas labelled "
+                                 f"SIG{amplitude_label}")
+            parts = [(array, amplitude_label, "FQ")]
         else:
-            dataset.add_miller_array(amplitudes, column_root_label=amplitude_label,
-                                     column_types="F")
-        dataset.add_miller_array(phases, column_root_label=phase_label, column_types="P")
-        if sigma_label and sigmas is not None:
-            dataset.add_miller_array(amplitudes.customized_copy(data=sigmas),
-                                     column_root_label=sigma_label[0], column_types="Q")
+            sigmas = array.sigmas()
+            array = array.customized_copy(sigmas=None)
+            amplitudes = abs(array).set_observation_type_xray_amplitude()
+            parts = [(amplitudes, amplitude_label, "F"),
+                     (array.phases(deg=True), phase_label, "P")]
+            if sigma_label and sigmas is not None:
+                parts.append((amplitudes.customized_copy(data=sigmas), sigma_label[0], "Q"))
+        for part, label, types in parts:
+            if dataset is None:
+                dataset = part.as_mtz_dataset(
+                    column_root_label=label, column_types=types,
+                    wavelength=names.wavelength, crystal_name=names.crystal,
+                    project_name=names.project, dataset_name=names.dataset)
+            else:
+                dataset.add_miller_array(part, column_root_label=label, column_types=types)
     mtz = dataset.mtz_object()
     if title:
         mtz.set_title(title[:70])

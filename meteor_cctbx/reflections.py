@@ -14,6 +14,7 @@ from cctbx import miller
 from cctbx.array_family import flex
 from libtbx.utils import Sorry, null_out
 
+from meteor_cctbx.cif_check import check_cif, looks_like_cif
 from meteor_cctbx.file_checks import check_input_file
 from meteor_cctbx.mtz_check import check_mtz, is_mtz
 
@@ -33,6 +34,8 @@ def read_miller_arrays(path: str | os.PathLike) -> list[miller.array]:
     mtz = is_mtz(path) or path.suffix.lower() == ".mtz"
     if mtz:
         check_mtz(path)
+    elif looks_like_cif(path):
+        check_cif(path)  # iotbx.cif's parser crashes on some damaged files
     elif detect_binary_file.from_initial_block(str(path)):
         raise Sorry(f"Cannot read {path}: a binary file that is not MTZ, and not a text "
                     f"reflection format iotbx reads (mmCIF, SCALEPACK, ...); re-export it as "
@@ -48,8 +51,11 @@ def read_miller_arrays(path: str | os.PathLike) -> list[miller.array]:
                 raise Sorry(f"Cannot read {path}: not a reflection file iotbx recognises (MTZ, "
                             f"mmCIF, SCALEPACK, ...); check the file type.")
             arrays = reader.as_miller_arrays(merge_equivalents=False)
-    except Sorry:
-        raise
+    except Sorry as error:  # ours, or iotbx's (CifBuilderError: several lines, no file name)
+        if str(error).startswith(f"Cannot read {path}:"):
+            raise
+        raise Sorry(f"Cannot read {path}: {one_line(error)}; check or re-export the file."
+                    ) from error
     except Exception as error:  # iotbx raises RuntimeError/AssertionError/... on damaged files
         raise Sorry(f"Cannot read {path}: the file is damaged or truncated ({one_line(error)}); "
                     f"re-export it.") from error
@@ -178,6 +184,7 @@ def as_amplitudes(array: miller.array, source: str, role: str,
         raise Sorry(f"{role} intensities {labels} in {source} have no sigmas, which "
                     f"French-Wilson needs: give I,SIGI labels or amplitudes.")
     array = _usable(array.map_to_asu(), f"{role} array {labels} in {source}", role, log)
+    array = _without_outliers(array, kind, role, log)
     array = _merged(array, f"{role}: {source} {labels}", log)
     if kind == "intensity":
         negative = int((array.data() < 0).count(True))
@@ -193,7 +200,32 @@ def as_amplitudes(array: miller.array, source: str, role: str,
     if negative:
         raise Sorry(f"{role} amplitudes {labels} in {source} include {negative} negative "
                     f"values: these columns are not amplitudes; choose F,SIGF labels.")
+    if not array.data().as_numpy_array().any():
+        raise Sorry(f"{role} amplitudes {labels} in {source} are all zero: the columns hold "
+                    f"no measurements; choose the F,SIGF (or I,SIGI) labels of the data.")
     return array.set_observation_type_xray_amplitude()
+
+
+#: Amplitudes this many times the median (intensities its square) are damaged values.
+OUTLIER_RATIO = 1000.0
+
+
+def _without_outliers(array: miller.array, kind: str, role: str, log) -> miller.array:
+    """``array`` without values absurdly far above the median (a damaged file's 3e38), which
+    would ruin the scale fit; the log says how many went."""
+    data = np.abs(array.data().as_numpy_array())
+    positive = data[data > 0]
+    if positive.size < 10:
+        return array
+    limit = float(np.median(positive)) * (OUTLIER_RATIO if kind == "amplitude"
+                                          else OUTLIER_RATIO ** 2)
+    outliers = data > limit
+    if not outliers.any():
+        return array
+    print(f"  Warning: {role}: dropping {int(outliers.sum())} reflections with {kind} values "
+          f"over {OUTLIER_RATIO:g}{'' if kind == 'amplitude' else '^2'} times the median "
+          f"(largest {data.max():.3g}): damaged values that would ruin the scaling.", file=log)
+    return array.select(flex.bool(~outliers))
 
 
 def _usable(array: miller.array, what: str, role: str, log) -> miller.array:

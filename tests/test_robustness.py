@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import io
+import json
 import os
 from pathlib import Path
 from types import SimpleNamespace
@@ -29,6 +30,7 @@ from meteor_cctbx.reflections import as_amplitudes, match_indexing
 from meteor_cctbx.synthetic import random_protein_like
 
 from helpers import assert_one_line_sorry, mtz_arrays, run_program
+from test_outputs import without_timings
 
 FAST = ["kweight.mode=fixed", "tv.mode=fixed"]
 OUTPUTS = ("meteor_diffmap.mtz", "meteor_diffmap.json", "meteor_diffmap.png",
@@ -624,3 +626,459 @@ def test_local_scale_bad_input_is_one_sorry(small_map, in_tmp, tmp_path, capsys,
     status, _, err = run_program(LocalScale, args, capsys)
     assert_one_line_sorry(status, err, *fragments)
     assert not list(in_tmp.iterdir())
+
+
+# ----------------------------------------------------------------------------------------------
+# Round two (issue 13): inputs that used to crash or answer unclearly
+
+
+def edited_atoms(model: Path, path: Path, edit) -> Path:
+    """A copy of ``model`` with ``edit(line) -> line`` applied to each ATOM/HETATM record."""
+    path.write_text("\n".join(edit(line) if line.startswith(("ATOM", "HETATM")) else line
+                              for line in model.read_text().splitlines()) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def round_two(files, example, tmp_path_factory) -> dict:
+    """Inputs of the round-two cases: awkward models, copies and damaged amplitudes."""
+    d = tmp_path_factory.mktemp("round_two")
+    model = files["model"]
+    out = {
+        "model_b9999": edited_atoms(model, d / "model_b9999.pdb",
+                                    lambda line: line[:60] + "9999.0" + line[66:]),
+        "model_one_site": edited_atoms(model, d / "model_one_site.pdb",
+                                       lambda line: line[:30] + "  10.000  10.000  10.000"
+                                       + line[54:]),
+        "model_negative_occupancy": edited_atoms(model, d / "model_negative_occupancy.pdb",
+                                                 lambda line: line[:54] + " -1.00"
+                                                 + line[60:]),
+        "der_copy": d / "derivative_copy.mtz",
+        "unclosed_phil": d / "unclosed.eff",
+    }
+    out["der_copy"].write_bytes(files["nat"].read_bytes())
+    out["unclosed_phil"].write_text("kweight {\n  mode = fixed\n")
+    der = example.pair.derivative
+    write_raw_mtz(d / "der_zero.mtz", der.crystal_symmetry(), list(der.indices()),
+                  [("F", "F", 0 * der.data().as_numpy_array()),
+                   ("SIGF", "Q", der.sigmas().as_numpy_array())])
+    out["der_zero"] = d / "der_zero.mtz"
+    f = der.data().as_numpy_array().copy()
+    f[17] = 3e38
+    write_raw_mtz(d / "der_huge.mtz", der.crystal_symmetry(), list(der.indices()),
+                  [("F", "F", f), ("SIGF", "Q", der.sigmas().as_numpy_array())])
+    out["der_huge"] = d / "der_huge.mtz"
+    return out
+
+
+ROUND_TWO_DIFFMAP = [
+    (lambda f, r: [f["der"], f["nat"], r["model_b9999"]],
+     ["model_b9999.pdb", "B > 999", "refined model"]),
+    (lambda f, r: [f["der"], f["nat"], r["model_one_site"]],
+     ["model_one_site.pdb", "on one site"]),
+    (lambda f, r: [f["der"], f["nat"], r["model_one_site"], "model.bulk_solvent=False"],
+     ["model_one_site.pdb", "on one site"]),
+    (lambda f, r: [f["der"], f["nat"], r["model_negative_occupancy"]],
+     ["model_negative_occupancy.pdb", "negative occupancy", "fix the model"]),
+    (lambda f, r: [f["der"], f["nat"], f["model"], "tv.search_range=1.0 0.001"],
+     ["tv.search_range=1 0.001", "smallest first"]),
+    (lambda f, r: [f["der"], f["nat"], f["model"], "tv.relative_search_range=10 0.1"],
+     ["tv.relative_search_range=10 0.1", "smallest first"]),
+    (lambda f, r: [f["der"], f["nat"], f["model"], "kweight.k_max=0", "kweight.mode=optimize"],
+     ["kweight.k_max=0", "set kweight.k_max above 0"]),
+    (lambda f, r: [f["der"], f["nat"], f["model"], "output.prefix=" + "a" * 300],
+     ["bytes long", "shorter output.prefix"]),
+    (lambda f, r: ["b" * 300 + ".mtz", f["nat"], f["model"]],
+     ["not found", "304 bytes long", "check the path"]),
+    (lambda f, r: [f["der"], f["nat"], f["model"], "output.prefix=outdir/"],
+     ["hidden file", "file stem"]),
+    (lambda f, r: [f["der"], f["nat"], f["model"], "output.prefix=."],
+     ["hidden file", "file stem"]),
+    (lambda f, r: [r["der_copy"], f["nat"], f["model"]],
+     ["derivative_copy.mtz", "native.mtz", "identical amplitudes"]),
+    (lambda f, r: [r["der_zero"], f["nat"], f["model"]],
+     ["der_zero.mtz", "all zero", "labels"]),
+    (lambda f, r: [f["der"], f["nat"], f["model"], r["unclosed_phil"]],
+     ["unclosed.eff", "not valid PHIL", "fix its syntax"]),
+    (lambda f, r: [f["der"], f["nat"], f["model"], "map.sampling=200"],
+     ["native.mtz", "d_min/200", "GiB of memory", "lower map.sampling"]),
+]
+ROUND_TWO_DIFFMAP_IDS = ["model_all_b_9999", "model_atoms_on_one_site",
+                         "model_one_site_without_bulk_solvent", "negative_occupancy",
+                         "reversed_tv_search_range", "reversed_relative_tv_search_range",
+                         "k_max_zero", "prefix_too_long",
+                         "input_name_too_long", "prefix_is_a_directory", "prefix_is_dot",
+                         "derivative_identical_to_native", "all_zero_amplitudes",
+                         "phil_file_with_unclosed_brace", "grid_beyond_memory"]
+
+
+@pytest.mark.parametrize("make_args, fragments", ROUND_TWO_DIFFMAP, ids=ROUND_TWO_DIFFMAP_IDS)
+def test_round_two_diffmap_input_is_one_sorry(files, round_two, in_tmp, capsys, make_args,
+                                              fragments):
+    status, _, err = run_program(Diffmap, FAST + make_args(files, round_two), capsys)
+    assert_one_line_sorry(status, err, *fragments)
+    assert not list(in_tmp.iterdir())  # nothing written, hidden files included
+
+
+def test_one_huge_amplitude_is_dropped_with_a_warning(example, files, round_two, reference,
+                                                      in_tmp, capsys):
+    out, cc = run_and_score(example, in_tmp, [round_two["der_huge"], files["nat"],
+                                              files["model"]], capsys, "huge")
+    assert "Warning: Derivative: dropping 1 reflections with amplitude values over 1000" in out
+    assert cc > reference.cc - 0.01
+
+
+def test_unexpected_failure_is_one_line_naming_step_inputs_and_log(files, in_tmp, capsys,
+                                                                   monkeypatch):
+    from meteor_cctbx import difference_inputs
+
+    def broken(*args, **kwargs):
+        raise ValueError("an unforeseen\nproblem")
+    monkeypatch.setattr(difference_inputs, "check_not_identical", broken)
+    status, _, err = run_program(Diffmap, [files["der"], files["nat"], files["model"]] + FAST,
+                                 capsys)
+    lines = err.strip().splitlines()
+    assert status == 2 and len(lines) == 1, err
+    assert "Traceback" not in err
+    log = in_tmp / "meteor_diffmap_error.log"
+    for fragment in ("unexpected failure in load_difference_inputs (difference_inputs.py",
+                     "ValueError",
+                     "an unforeseen problem", "derivative.mtz", str(log)):
+        assert fragment in lines[0], (fragment, lines[0])
+    text = log.read_text()
+    assert "Traceback" in text and "check_not_identical" not in lines[0]
+    assert "load_difference_inputs" in text and "derivative.mtz" in text
+    assert sorted(p.name for p in in_tmp.iterdir()) == ["meteor_diffmap_error.log"]
+
+
+def test_closed_stdout_still_runs(small_map, tmp_path):
+    import subprocess
+    import sys
+
+    result = subprocess.run(f"'{sys.executable}' -m meteor_cctbx.command_line.local_scale "
+                            f"'{small_map}' output.prefix=run >&-",
+                            shell=True, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "run.cxc", "run.json", "run.png", "run_confidence.mrc", "run_scale.mrc"]
+
+
+@pytest.fixture(scope="module")
+def bad_maps(small_map) -> dict:
+    """Maps cctbx cannot use, made from the 32^3 noise map: other data modes, a zero cell,
+    NaN, infinite and constant values, a map on another grid; and a model of another cell."""
+    import mrcfile
+
+    directory = small_map.parent
+    data = bytearray(small_map.read_bytes())
+    start = 1024 + int.from_bytes(data[92:96], "little")
+    out = {}
+    values = np.random.default_rng(2).normal(size=(32, 32, 32))
+    for name, dtype in (("int8", np.int8), ("float16", np.float16)):
+        out[name] = directory / f"{name}.mrc"
+        with mrcfile.new(out[name], overwrite=True) as handle:
+            handle.set_data((values * 10).astype(dtype))
+            handle.voxel_size = 1.0
+
+    def edited(name: str, offset: int, payload: bytes) -> Path:
+        copy = bytearray(data)
+        copy[offset:offset + len(payload)] = payload
+        (directory / name).write_bytes(bytes(copy))
+        return directory / name
+    out["zero_cell"] = edited("zero_cell.ccp4", 40, bytes(12))
+    out["nan"] = edited("nan.ccp4", start + 4 * 1000, np.float32(np.nan).tobytes())
+    out["inf"] = edited("inf.ccp4", start + 4 * 1000, np.float32(np.inf).tobytes())
+    out["constant"] = edited("constant.ccp4", start, bytes(len(data) - start))
+    import iotbx.ccp4_map
+
+    symmetry = crystal.symmetry((30, 30, 30, 90, 90, 90), "P1")
+    out["other_grid"] = directory / "other_grid.ccp4"
+    iotbx.ccp4_map.write_ccp4_map(file_name=str(out["other_grid"]),
+                                  unit_cell=symmetry.unit_cell(),
+                                  space_group=symmetry.space_group(),
+                                  map_data=flex.double(values[:30, :30, :30].copy()),
+                                  labels=flex.std_string(["other grid"]))
+    return out
+
+
+ROUND_TWO_MAPS = [
+    (lambda m, f: [m["int8"], "resolution=3"], ["int8.mrc", "8-bit integers (MRC mode 0)",
+                                                "convert it"]),
+    (lambda m, f: [m["float16"], "resolution=3"], ["float16.mrc", "16-bit floats",
+                                                   "convert it"]),
+    (lambda m, f: [m["zero_cell"], "resolution=3"], ["zero_cell.ccp4", "no valid cell",
+                                                     "set the cell"]),
+    (lambda m, f: [m["nan"], "resolution=3"], ["nan.ccp4", "1 NaN", "repair"]),
+    (lambda m, f: [m["inf"], "resolution=3"], ["inf.ccp4", "1 infinite", "repair"]),
+    (lambda m, f: [m["constant"], "resolution=3"], ["constant.ccp4", "is constant"]),
+    (lambda m, f: [m["constant"], "resolution=3", "sharpening.score=kurtosis"],
+     ["constant.ccp4", "is constant"]),
+    (lambda m, f: [f"half_map={m['map']}", f"half_map={m['other_grid']}"],
+     ["other_grid.ccp4", "another grid", "resample"]),
+    (lambda m, f: [m["map"], f["model"], "resolution=3"],
+     ["model.pdb", "36.00 40.00 44.00", "map's cell"]),
+    (lambda m, f: [f["der"]], ["derivative.mtz", "no map coefficients", "F,SIGF (amplitude)",
+                               "FWT,PHWT"]),
+]
+ROUND_TWO_MAP_IDS = ["mode_0_int8", "float16", "zero_cell", "nan_voxel", "inf_voxel",
+                     "constant_map", "constant_map_kurtosis", "half_maps_on_other_grids",
+                     "model_of_another_cell", "amplitudes_only_mtz"]
+
+
+@pytest.mark.parametrize("make_args, fragments", ROUND_TWO_MAPS, ids=ROUND_TWO_MAP_IDS)
+def test_round_two_sharpen_input_is_one_sorry(small_map, bad_maps, files, in_tmp, capsys,
+                                              make_args, fragments):
+    status, _, err = run_program(Sharpen, make_args({**bad_maps, "map": small_map}, files),
+                                 capsys)
+    assert_one_line_sorry(status, err, *fragments)
+    assert not list(in_tmp.iterdir())
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["{int8}"], ["int8.mrc", "MRC mode 0"]),
+    (["{nan}"], ["nan.ccp4", "NaN"]),
+    (["{constant}"], ["constant.ccp4", "is constant"]),
+    (["{map}", "scale.kernel_radius=1000"], ["map.ccp4", "GiB of memory",
+                                             "smaller scale.kernel_radius"]),
+], ids=["mode_0_int8", "nan_voxel", "constant_map", "kernel_beyond_memory"])
+def test_round_two_local_scale_input_is_one_sorry(small_map, bad_maps, in_tmp, capsys, args,
+                                                  fragments):
+    names = {**{k: str(v) for k, v in bad_maps.items()}, "map": str(small_map)}
+    status, _, err = run_program(LocalScale, [a.format(**names) for a in args], capsys)
+    assert_one_line_sorry(status, err, *fragments)
+    assert not list(in_tmp.iterdir())
+
+
+def test_resolution_beyond_nyquist_is_clamped_with_a_warning(small_map, in_tmp, capsys):
+    status, out, err = run_program(Sharpen, [small_map, "resolution=0.3",
+                                             "sharpening.b_sharpen=20"], capsys)
+    assert status == 0, err
+    voxel = 30 / 32
+    assert f"finer than the map's Nyquist limit (2 voxels = {2 * voxel:.3f} A)" in out
+    record = json.loads((in_tmp / "meteor_sharpen.json").read_text())
+    assert record["resolution"] == pytest.approx(2 * voxel)
+
+
+# ----------------------------------------------------------------------------------------------
+# Round two: outputs locked per prefix, no temporary file outliving a run, one output set for
+# every program, byte-identical outputs
+
+
+def hold_lock(path: Path):
+    """A separate process holding the flock on ``path`` (as a concurrent run does)."""
+    import subprocess
+    import sys
+
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, os, sys, time\n"
+        f"fd = os.open({str(path)!r}, os.O_RDWR | os.O_CREAT)\n"
+        "fcntl.flock(fd, fcntl.LOCK_EX)\nprint('locked', flush=True)\ntime.sleep(60)\n")],
+        stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    return holder
+
+
+@pytest.mark.parametrize("program", ["diffmap", "local_scale"])
+def test_concurrent_run_with_the_same_prefix_is_one_sorry(files, small_map, in_tmp, capsys,
+                                                          program):
+    program_class, args, lock = {
+        "diffmap": (Diffmap, [files["der"], files["nat"], files["model"]] + FAST,
+                    ".meteor_diffmap.lock"),
+        "local_scale": (LocalScale, [small_map, "output.prefix=run"], ".run.lock"),
+    }[program]
+    holder = hold_lock(in_tmp / lock)
+    try:
+        status, _, err = run_program(program_class, args, capsys)
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
+    assert_one_line_sorry(status, err, lock, "Another run", "output.prefix")
+    assert [p.name for p in in_tmp.iterdir()] == [lock]  # the other run's lock, untouched
+    status, _, err = run_program(program_class, args, capsys)  # once it is gone: runs
+    assert status == 0, err
+    assert not [p.name for p in in_tmp.iterdir() if p.name.startswith(".")]
+
+
+def test_leftovers_of_killed_runs_are_removed_by_the_next_run(files, in_tmp, capsys):
+    leftovers = [".meteor_diffmap.mtz.k3j2_x9a.tmp.mtz", ".meteor_diffmap.json.abcd1234.tmp.json",
+                 ".meteor_diffmap.lock"]
+    for name in leftovers:
+        (in_tmp / name).write_bytes(b"half a file")
+    (in_tmp / ".other.mtz.k3j2_x9a.tmp.mtz").write_bytes(b"another prefix's")
+    status, _, err = run_program(Diffmap, [files["der"], files["nat"], files["model"]] + FAST,
+                                 capsys)
+    assert status == 0, err
+    assert sorted(p.name for p in in_tmp.iterdir()) == sorted(
+        [".other.mtz.k3j2_x9a.tmp.mtz", "meteor_diffmap.json", "meteor_diffmap.mtz",
+         "meteor_diffmap.png"])
+
+
+@pytest.mark.parametrize("program", ["diffmap", "local_scale"])
+def test_sigterm_while_writing_leaves_the_previous_set_and_no_temporary(files, small_map,
+                                                                        in_tmp, capsys,
+                                                                        monkeypatch, program):
+    """SIGTERM arriving while the PNG is written (half of it on disk) stops the run as Ctrl-C
+    would: exit 143, every temporary file removed, the previous outputs byte-identical."""
+    import signal
+
+    import matplotlib.figure
+
+    names, args = {
+        "diffmap": (OUTPUTS[:3], [files["der"], files["nat"], files["model"]] + FAST),
+        "local_scale": (("run.cxc", "run.json", "run.png", "run_confidence.mrc",
+                         "run_scale.mrc"), [small_map, "output.prefix=run"]),
+    }[program]
+    previous = {name: f"previous {name}".encode() for name in names}
+    for name, content in previous.items():
+        (in_tmp / name).write_bytes(content)
+
+    def terminated(self, fname, **kwargs):
+        Path(fname).write_bytes(b"\x89PNG half")
+        os.kill(os.getpid(), signal.SIGTERM)
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", terminated)
+    status, _, err = run_program({"diffmap": Diffmap, "local_scale": LocalScale}[program],
+                                 args + ["output.overwrite=True"], capsys)
+    assert status == 128 + signal.SIGTERM, err
+    assert "Interrupted (SIGTERM)" in err and "Traceback" not in err
+    assert {p.name: p.read_bytes() for p in in_tmp.iterdir()} == previous
+
+
+def test_local_scale_full_disk_keeps_the_previous_set(small_map, in_tmp, capsys, monkeypatch):
+    names = ("run.cxc", "run.json", "run.png", "run_confidence.mrc", "run_scale.mrc")
+    previous = {name: f"previous {name}".encode() for name in names}
+    for name, content in previous.items():
+        (in_tmp / name).write_bytes(content)
+    reason = fill_disk_in(monkeypatch, "png")
+    status, _, err = run_program(LocalScale, [small_map, "output.prefix=run",
+                                              "output.overwrite=True"], capsys)
+    assert_one_line_sorry(status, err, "run.png", reason)
+    assert {p.name: p.read_bytes() for p in in_tmp.iterdir()} == previous
+
+
+@pytest.fixture(scope="module")
+def labelled_half_maps(small_map) -> list[Path]:
+    """Two noisy half maps of the 32^3 map, each with its own labels."""
+    import iotbx.ccp4_map
+
+    symmetry = crystal.symmetry((30, 30, 30, 90, 90, 90), "P1")
+    rng = np.random.default_rng(3)
+    base = rng.normal(size=(32, 32, 32))
+    paths = []
+    for k in (1, 2):
+        paths.append(small_map.parent / f"half_{k}.ccp4")
+        iotbx.ccp4_map.write_ccp4_map(
+            file_name=str(paths[-1]), unit_cell=symmetry.unit_cell(),
+            space_group=symmetry.space_group(),
+            map_data=flex.double(base + 0.5 * rng.normal(size=base.shape)),
+            labels=flex.std_string([f"half map {k}", f"processed by step {k}"]))
+    return paths
+
+
+def outputs_of_two_runs(program_class, args, tmp_path, capsys, monkeypatch,
+                        in_subprocesses: bool = False) -> list[dict[str, bytes]]:
+    """The files of two identical runs, in-process or (``in_subprocesses``) in processes with
+    different PYTHONHASHSEED."""
+    import subprocess
+    import sys
+
+    outputs = []
+    for seed in ("1", "2"):
+        directory = tmp_path / f"run{seed}"
+        directory.mkdir()
+        if in_subprocesses:
+            module = program_class.__module__.replace(".programs.", ".command_line.")
+            result = subprocess.run([sys.executable, "-m", module, *map(str, args)],
+                                    cwd=directory, capture_output=True, text=True,
+                                    env={**os.environ, "PYTHONHASHSEED": seed})
+            assert result.returncode == 0, result.stderr
+        else:
+            monkeypatch.chdir(directory)
+            status, _, err = run_program(program_class, args, capsys)
+            assert status == 0, err
+        outputs.append({p.name: p.read_bytes() for p in directory.iterdir()})
+    return outputs
+
+
+@pytest.mark.parametrize("program", ["local_scale", "sharpen_half_maps", "phaseboost"])
+def test_identical_runs_give_identical_files(example, small_map, labelled_half_maps, tmp_path,
+                                             capsys, monkeypatch, program):
+    """Every file byte-identical, the JSON records equal apart from timings; sharpen's half
+    maps in processes with different PYTHONHASHSEED (meteor.diffmap: test_outputs.py)."""
+    program_class, args = {
+        "local_scale": (LocalScale, [small_map, "output.prefix=run", "modify.mode=amplify"]),
+        "sharpen_half_maps": (Sharpen, [f"half_map={p}" for p in labelled_half_maps]
+                              + ["resolution=3"]),
+        "phaseboost": (Phaseboost, [example.dir / n for n in ("derivative.mtz", "native.mtz",
+                                                              "model.pdb")]
+                       + FAST + ["phaseboost.max_iterations=2", "d_min=3.5",
+                                 "output.map=True"])}[program]
+    one, two = outputs_of_two_runs(program_class, args, tmp_path, capsys, monkeypatch,
+                                   in_subprocesses=program == "sharpen_half_maps")
+    assert set(one) == set(two) and len(one) >= 4
+    from meteor_cctbx.record import _ASCTIME
+
+    for name, content in one.items():  # no clock in map labels (runs may share a second)
+        assert not (name.endswith((".mrc", ".ccp4")) and _ASCTIME.search(content[224:1024]))
+    for name in one:
+        if name.endswith(".json"):
+            assert without_timings(json.loads(one[name])) == without_timings(
+                json.loads(two[name]))
+        else:
+            assert one[name] == two[name], name
+
+
+def test_the_package_has_no_import_circle():
+    """No module of meteor_cctbx imports, even inside a function, one that imports it back
+    (file_checks <-> reflections <-> model_phases used to)."""
+    import ast
+
+    root = Path(__file__).resolve().parents[1] / "meteor_cctbx"
+    graph: dict[str, set[str]] = {}
+    for path in root.rglob("*.py"):
+        name = ".".join(path.relative_to(root.parent).with_suffix("").parts)
+        name = name.removesuffix(".__init__")
+        graph[name] = {node.module for node in ast.walk(ast.parse(path.read_text()))
+                       if isinstance(node, ast.ImportFrom) and node.module
+                       and node.module.startswith("meteor_cctbx.")}
+
+    def reaches(start: str, target: str, seen: set[str]) -> bool:
+        for module in graph.get(start, ()):
+            if module == target or (module not in seen and reaches(module, target,
+                                                                   seen | {module})):
+                return True
+        return False
+    circles = [name for name in graph if reaches(name, name, {name})]
+    assert not circles
+
+
+def test_every_step_of_local_scale_writing_shows_the_previous_set_or_the_new_one(
+        small_map, in_tmp, capsys, monkeypatch):
+    """What a kill before each rename or removal would leave: the previous set or, once the
+    JSON record is new, the whole new set (it used to rename each file as it was written)."""
+    names = ("run.cxc", "run.json", "run.png", "run_confidence.mrc", "run_scale.mrc")
+    previous = {name: f"previous {name}".encode() for name in names}
+    for name, content in previous.items():
+        (in_tmp / name).write_bytes(content)
+    states = []
+
+    def visible() -> dict[str, bytes]:
+        return {p.name: p.read_bytes() for p in in_tmp.iterdir() if not p.name.startswith(".")}
+    for function in ("replace", "remove"):
+        real = getattr(os, function)
+
+        def step(*args, _real=real, **kwargs):
+            states.append(visible())
+            return _real(*args, **kwargs)
+        monkeypatch.setattr(os, function, step)
+    status, _, err = run_program(LocalScale, [small_map, "output.prefix=run",
+                                              "output.overwrite=True"], capsys)
+    monkeypatch.undo()
+    assert status == 0, err
+    new = visible()
+    assert set(new) == set(names) and all(new[n] != previous[n] for n in names)
+    assert len(states) >= len(names) and states[0] == previous
+    for state in states:  # a JSON record vouches for a whole set; without one, no half file
+        assert all(state[n] in (previous[n], new[n]) for n in state)
+        assert "run.json" not in state or state in (previous, new)

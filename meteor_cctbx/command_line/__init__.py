@@ -1,12 +1,20 @@
 """Thin console entry points: each module runs one ProgramTemplate with iotbx's CLI parser.
 
 ``run_as_command`` turns every ``Sorry`` into one line on stderr and a non-zero exit status,
-so a bad input never shows a traceback.
+so a bad input never shows a traceback; any other exception becomes one line naming the step
+that failed, the inputs and a log file that holds the traceback.  SIGTERM and SIGHUP stop a
+run the way Ctrl-C does, so its temporary files are removed; the output lock is released
+whatever happens.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
+import tempfile
+import traceback
+from pathlib import Path
 from typing import Sequence
 
 from iotbx.cli_parser import CCTBXParser, run_program
@@ -26,7 +34,7 @@ def explain_unrecognised_arguments(parser) -> None:
     as a type the program does not take (or could not classify) are missing from the
     DataManager.  Both would otherwise be ignored or reported without a reason.
     """
-    from meteor_cctbx.file_checks import explain_unreadable_argument
+    from meteor_cctbx.argument_checks import explain_unreadable_argument
 
     for argument in parser.namespace.unknown:
         explain_unreadable_argument(argument)
@@ -67,9 +75,10 @@ class MeteorParser(CCTBXParser):
                         f"values.") from error
 
     def process_files(self, file_list, *args, **kwargs):
-        """Check MTZ files and maps in Python before iotbx's C readers see them: a damaged
-        file would crash them or give an obscure message (see file_checks.check_before_iotbx)."""
-        from meteor_cctbx.file_checks import check_before_iotbx
+        """Check MTZ, mmCIF and map files in Python before iotbx's C readers see them: a
+        damaged file would crash them or give an obscure message (see
+        argument_checks.check_before_iotbx)."""
+        from meteor_cctbx.argument_checks import check_before_iotbx
 
         for file_name in file_list:
             check_before_iotbx(file_name)
@@ -84,27 +93,116 @@ class MeteorParser(CCTBXParser):
                         f"full names, e.g. output.overwrite).")
 
 
+class Stopped(BaseException):
+    """Raised in the main thread by SIGTERM or SIGHUP, like KeyboardInterrupt for SIGINT."""
+
+    def __init__(self, signal_number: int):
+        super().__init__(signal.Signals(signal_number).name)
+        self.signal_number = signal_number
+
+
+def _stop(signal_number, frame) -> None:
+    raise Stopped(signal_number)
+
+
+@contextlib.contextmanager
+def stopping_cleanly():
+    """SIGTERM and SIGHUP raise ``Stopped`` while the block runs (main thread only), so that
+    ``finally`` clauses remove temporary files; stdout and stderr closed by the caller
+    (``>&-``) are replaced by /dev/null."""
+    for descriptor, name in ((1, "stdout"), (2, "stderr")):
+        try:
+            os.fstat(descriptor)
+        except OSError:  # closed: keep files opened later from taking its number
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            if devnull != descriptor:
+                os.dup2(devnull, descriptor)
+                os.close(devnull)
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(os.devnull, "w"))
+    handlers = {}
+    with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
+        for number in (signal.SIGTERM, signal.SIGHUP):
+            handlers[number] = signal.signal(number, _stop)
+    try:
+        yield
+    finally:
+        for number, handler in handlers.items():
+            signal.signal(number, handler)
+
+
+def failed_step(error: BaseException) -> str:
+    """'function (file.py:line)' of the innermost meteor_cctbx frame of the traceback (the
+    step that failed), else of the innermost frame."""
+    frames = traceback.extract_tb(error.__traceback__)
+    ours = [f for f in frames if f"{os.sep}meteor_cctbx{os.sep}" in f.filename] or frames
+    if not ours:
+        return "start-up"
+    frame = ours[-1]
+    return f"{frame.name} ({Path(frame.filename).name}:{frame.lineno})"
+
+
+def write_error_log(program: str, args: Sequence[str], error: BaseException) -> Path:
+    """Write the traceback, arguments and versions to ``<program>_error.log`` (e.g.
+    meteor_diffmap_error.log) in the current directory (the temporary directory if that is not
+    writable); return its path."""
+    from meteor_cctbx.record import software_versions
+
+    name = program
+    text = (f"{name} {' '.join(args)}\n\n"
+            + "".join(traceback.format_exception(type(error), error, error.__traceback__))
+            + "\nversions: " + ", ".join(f"{k} {v}" for k, v in software_versions().items())
+            + "\n")
+    for directory in (Path.cwd(), Path(tempfile.gettempdir())):
+        path = directory / f"{name.replace('.', '_')}_error.log"
+        try:
+            path.write_text(text)
+            return path
+        except OSError:
+            continue
+    return Path(os.devnull)
+
+
+def say(line: str) -> None:
+    """Print ``line`` on stderr after what the log printed so far."""
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+    print(line, file=sys.stderr)
+
+
 def run_as_command(program_class, args: Sequence[str] | None = None) -> int:
     """Run ``program_class`` on command-line ``args``; return the process exit status."""
-    from meteor_cctbx.record import COMMAND_LINE
+    from meteor_cctbx.record import COMMAND_LINE, release_outputs
 
     args = list(sys.argv[1:] if args is None else args)
     program = "meteor." + program_class.__module__.rsplit(".", 1)[-1]  # programs/<name>.py
     token = COMMAND_LINE.set([program, *map(str, args)])
-    try:
-        run_program(program_class=program_class, args=args, parser_class=MeteorParser,
-                    custom_process_arguments=explain_unrecognised_arguments)
-    except Sorry as error:
-        sys.stdout.flush()
-        print(f"Sorry: {one_line(error)}", file=sys.stderr)
-        return 1
-    except SystemExit as exit_request:  # --help, --show-defaults
-        return exit_request.code if isinstance(exit_request.code, int) else 0
-    except KeyboardInterrupt:
-        print("Interrupted: no output was written past the last completed file.", file=sys.stderr)
-        return 130
-    finally:
-        COMMAND_LINE.reset(token)
+    with stopping_cleanly():
+        try:
+            run_program(program_class=program_class, args=args, parser_class=MeteorParser,
+                        custom_process_arguments=explain_unrecognised_arguments)
+        except Sorry as error:
+            say(f"Sorry: {one_line(error)}")
+            return 1
+        except SystemExit as exit_request:  # --help, --show-defaults
+            return exit_request.code if isinstance(exit_request.code, int) else 0
+        except (KeyboardInterrupt, Stopped) as stop:
+            say(f"Interrupted ({'SIGINT' if isinstance(stop, KeyboardInterrupt) else stop}): "
+                f"no new output was written; earlier outputs are unchanged.")
+            return 128 + getattr(stop, "signal_number", signal.SIGINT)
+        except Exception as error:  # a bug or an input nothing checked: one line, log kept
+            log = write_error_log(program, args, error)
+            inputs = " ".join(a for a in args if "=" not in a) or "none"
+            say(f"Error: unexpected failure in {failed_step(error)} "
+                f"({type(error).__name__}: {one_line(error)[:200]}) on inputs {inputs}; no "
+                f"output was written. Please send {log} and the inputs to the meteor_cctbx "
+                f"developers.")
+            return 2
+        finally:
+            with contextlib.suppress(Exception):
+                sys.stdout.flush()
+            release_outputs()
+            COMMAND_LINE.reset(token)
     return 0
 
 

@@ -19,6 +19,7 @@ from meteor_cctbx.record import (MtzNames, check_outputs_writable, output_set,
                                  params_as_dict, run_context, software_versions,
                                  write_cell_map_ccp4, write_json, write_map_coefficients_mtz,
                                  write_panels_png)
+from meteor_cctbx.resources import check_cell_map_memory
 
 
 def weighted_difference(difference: miller.array, sigma_delta: np.ndarray | None,
@@ -56,6 +57,27 @@ def difference_names(files: dict, params) -> MtzNames:
     return MtzNames(crystal=Path(files["native"]).stem, dataset=dataset)
 
 
+#: Peak bytes per grid point of the difference-map steps (float32 maps and complex FFTs of
+#: the TV and k-weighting scans, a generous bound).
+MAP_BYTES_PER_POINT = 200
+
+
+def check_search_ranges(params) -> None:
+    """Sorry for a k or TV-weight search interval that holds no value to try."""
+    from meteor_cctbx.phil import choice
+
+    if choice(params.kweight.mode) == "optimize" and not params.kweight.k_max > 0:
+        raise Sorry(f"kweight.k_max={params.kweight.k_max:g} leaves no k to search "
+                    f"(kweight.mode=optimize scans [0, k_max]): set kweight.k_max above 0, "
+                    f"e.g. 1, or use kweight.mode=fixed.")
+    for name, example in (("search_range", "0.001 1.0"), ("relative_search_range", "0.1 10")):
+        interval = getattr(params.tv, name)
+        if interval is not None and not 0 < interval[0] < interval[1]:
+            raise Sorry(f"tv.{name}={interval[0]:g} {interval[1]:g} is not an interval of "
+                        f"positive TV weights, smallest first (searched on a log scale): give "
+                        f"e.g. tv.{name}={example}, or use tv.mode=fixed.")
+
+
 class DifferenceProgram(ProgramTemplate):
     """ProgramTemplate base of the difference-map programs; subclasses implement compute()."""
 
@@ -73,6 +95,7 @@ class DifferenceProgram(ProgramTemplate):
         if self.params.d_min and self.params.d_max and self.params.d_min >= self.params.d_max:
             raise Sorry(f"d_min={self.params.d_min} must be smaller than "
                         f"d_max={self.params.d_max} (both in A).")
+        check_search_ranges(self.params)
         check_outputs_writable(self.output_paths().values(), self.params.output.overwrite)
 
     def output_paths(self) -> dict[str, Path]:
@@ -89,6 +112,12 @@ class DifferenceProgram(ProgramTemplate):
         start = time.perf_counter()
         log = self.logger
         self.inputs = load_difference_inputs(self.params, self.files, log, self.native_side)
+        native = self.inputs.native
+        sampling = self.params.map.sampling
+        check_cell_map_memory(native.unit_cell(), native.d_min(), sampling,
+                              MAP_BYTES_PER_POINT, f"A map of the unit cell of "
+                              f"{self.files['native']} at spacing d_min/{sampling:g}",
+                              "lower map.sampling (3 is usual) or cut the data with d_min=<A>")
         self.result = self.compute(self.inputs)
         self.seconds = time.perf_counter() - start
         self.write_outputs()

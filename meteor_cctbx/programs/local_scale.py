@@ -14,10 +14,12 @@ from libtbx.program_template import ProgramTemplate
 from libtbx.utils import Sorry, null_out
 
 from meteor_cctbx import local_scale, solvent_fraction
+from meteor_cctbx.file_checks import check_map_file
 from meteor_cctbx.phil import master_phil_str, refuse_unused_template_output
-from meteor_cctbx.record import (atomic_path, check_outputs_writable, params_as_dict,
-                                 run_context, software_versions, write_bytes, write_json,
-                                 write_with)
+from meteor_cctbx.record import (atomic_path, check_outputs_writable, output_set,
+                                 params_as_dict, run_context, software_versions, write_bytes,
+                                 write_json, write_map_manager)
+from meteor_cctbx.resources import check_cell_map_memory, check_memory
 
 #: ChimeraX colours of the scale, 0 to 1 (viridis stops).
 SCALE_COLOURS = ("#440154", "#3b528b", "#21918c", "#5ec962", "#fde725")
@@ -72,6 +74,11 @@ Usage:
         self.inputs = self.read_inputs()
         self.geometry = local_scale.GridGeometry.from_map_manager(self.inputs.map)
         local_scale.check_settings(self.params, self.geometry)
+        check_memory(local_scale.peak_memory(self.inputs.map.map_data().all(), self.params,
+                                             self.geometry),
+                     f"The local scale of {self.inputs.source} with scale.kernel_radius="
+                     f"{self.params.scale.kernel_radius or 'default'}",
+                     "use a smaller scale.kernel_radius (a few A) or a smaller map box")
         self.outputs = self.output_paths()
         check_outputs_writable(list(self.outputs.values()), self.params.output.overwrite)
 
@@ -88,6 +95,8 @@ Usage:
             mm, description, resolution = self.map_from_coefficients(source)
             mask_names = maps
         elif maps:
+            for k, name in enumerate(maps):
+                check_map_file(name, allow_constant=k > 0)  # the mask may be constant
             source = Path(maps[0])
             mm = self.data_manager.get_real_map(maps[0])
             mm.shift_origin()
@@ -136,6 +145,11 @@ Usage:
         if coefficients.anomalous_flag():
             coefficients = coefficients.average_bijvoet_mates()
         coefficients = coefficients.map_to_asu()
+        check_cell_map_memory(coefficients.unit_cell(), coefficients.d_min(),
+                              self.params.input.sampling, 40,
+                              f"A map of the unit cell of {source} at spacing "
+                              f"d_min/{self.params.input.sampling:g}",
+                              "lower input.sampling (3 is usual)")
         cell_grid = CellGrid.for_set(coefficients, sampling=self.params.input.sampling)
         values = cell_grid.to_map(coefficients.data().as_numpy_array())
         mm = local_scale.unit_cell_map_manager(values, coefficients.crystal_symmetry(),
@@ -190,9 +204,10 @@ Usage:
             values, self.geometry, self.params, solvent_mask=mask_values,
             log=lambda line: print(line, file=self.logger))
         self.envelope = self.molecular_envelope()
-        self.write_outputs(values)
-        self.result.timings["total"] = time.perf_counter() - started
-        write_json(self.outputs["record"], self.record())
+        with output_set():
+            self.write_outputs(values)
+            self.result.timings["total"] = time.perf_counter() - started
+            write_json(self.outputs["record"], self.record())
         self.report()
 
     def molecular_envelope(self) -> solvent_fraction.MolecularEnvelope | None:
@@ -212,7 +227,8 @@ Usage:
         return envelope
 
     def write_outputs(self, values: np.ndarray) -> None:
-        """Every output except the JSON record, each file atomically."""
+        """Every output except the JSON record (written with it as one set, see
+        record.output_set)."""
         clock = time.perf_counter()
         result = self.result
         maps = {"scale": (result.scale, "meteor.local_scale: local scale 0-1"),
@@ -223,7 +239,7 @@ Usage:
         for role, (data, label) in maps.items():
             if role in self.outputs:
                 mm = local_scale.map_manager_like(self.inputs.map, data, label)
-                write_with(self.outputs[role], mm.write_map)
+                write_map_manager(self.outputs[role], mm)
         write_bytes(self.outputs["chimerax"], self.chimerax_script().encode())
         self.write_plot()
         result.timings["writing_outputs"] = time.perf_counter() - clock
