@@ -36,8 +36,8 @@ from meteor_cctbx import reflections
 from meteor_cctbx.difference_inputs import NativeSide, load_native_side
 from meteor_cctbx.grid import available_cores
 from meteor_cctbx.phil import remove_unused_template_output
-from meteor_cctbx.record import (output_set, params_as_dict, to_jsonable, write_bytes,
-                                 write_json)
+from meteor_cctbx.record import (output_set, params_as_dict, release_outputs, to_jsonable,
+                                 write_bytes, write_json)
 from meteor_cctbx.reflections import one_line
 
 BATCH_ROW = "batch_row.json"  # per dataset: the summary row, its fingerprint and its outputs
@@ -306,6 +306,8 @@ def run_dataset(task: DatasetTask, native_side: NativeSide) -> dict:
             reason = one_line(error)
         except Exception as error:  # a bug or a library failure: still only this dataset's
             reason = f"{type(error).__name__}: {one_line(error)}"
+        finally:
+            release_outputs()  # the program's claim on its outputs (record.claim_outputs)
         remove_temporaries(folder)
         return base_row(task.dataset, "failed", reason, time.perf_counter() - start)
 

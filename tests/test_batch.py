@@ -289,3 +289,24 @@ def test_ctrl_c_leaves_complete_sets_only(series, tmp_path):
     assert len(complete) < len(series.derivatives)
     gone = psutil.wait_procs(workers, timeout=20)[1] == []
     assert gone, "worker processes left running"
+
+
+def test_extrapolate_through_the_batch_equals_a_single_run(series, tmp_path, monkeypatch):
+    from meteor_cctbx.programs import extrapolate
+
+    out = tmp_path / "batch"
+    given = ["extrapolate.occupancy=0.5", *FAST]
+    status, log = run_quietly(Program, batch_args(
+        series, f"derivative.file_name={series.derivatives[2]}", "batch.program=extrapolate",
+        "dask.n_workers=1", f"output.directory={out}", *given))
+    assert status == 0, log[-3000:]
+    row = read_csv(out / "summary.csv")[0]
+    assert row["status"] == "ok" and float(row["occupancy"]) == 0.5
+    assert row["occupancy_method"] == "given"
+    monkeypatch.chdir(tmp_path)
+    status, log = run_quietly(extrapolate.Program, [series.derivatives[2],
+                                                    series.dir / "native.mtz",
+                                                    series.dir / "model.pdb", *given])
+    assert status == 0, log[-2000:]
+    assert (out / "occ_1.0" / "meteor_extrapolate.mtz").read_bytes() == \
+        (tmp_path / "meteor_extrapolate.mtz").read_bytes()
