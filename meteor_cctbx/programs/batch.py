@@ -43,11 +43,11 @@ def batch_master_phil_str() -> str:
 
 class Program(ProgramTemplate):
     description = """
-meteor.batch: one difference program (batch.program = diffmap, phaseboost) run on many
-derivatives against one native, each dataset a task on Dask (a local cluster, or an existing
-scheduler with dask.scheduler=tcp://host:port). The native amplitudes and the model phases
-(F_model with bulk solvent) are computed once and shared. Every parameter of the program
-applies to every dataset.
+meteor.batch: one difference program (batch.program = diffmap, phaseboost, extrapolate) run
+on many derivatives against one native, each dataset a task on Dask (a local cluster, or an
+existing scheduler with dask.scheduler=tcp://host:port). The native amplitudes and the model
+phases (F_model with bulk solvent) are computed once and shared. Every parameter of the
+program applies to every dataset.
 
 Output, in output.directory (meteor_batch): one folder per dataset (the derivative file's
 stem) with the program's usual outputs, its log and batch_row.json; summary.csv (one row per
