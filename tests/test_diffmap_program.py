@@ -11,13 +11,9 @@ from meteor_cctbx.phil import master_phil
 from meteor_cctbx.programs.diffmap import Program
 from meteor_cctbx.map_metrics import map_correlation
 
-from helpers import assert_one_line_sorry, mtz_arrays, run_program
+from helpers import FAST, assert_one_line_sorry, example_inputs, mtz_arrays, run_program
 
 PACKAGE = Path(__file__).resolve().parents[1] / "meteor_cctbx"
-
-
-def inputs(example):
-    return [example.dir / "derivative.mtz", example.dir / "native.mtz", example.dir / "model.pdb"]
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +31,7 @@ def finished_run(example, tmp_path_factory):
 
         buffer = io.StringIO()
         with contextlib.redirect_stdout(buffer):
-            status = run_as_command(Program, [str(p) for p in inputs(example)] +
+            status = run_as_command(Program, [str(p) for p in example_inputs(example)] +
                                     ["output.map=True"])
     finally:
         os.chdir(cwd)
@@ -78,7 +74,7 @@ def test_json_record(finished_run):
 
 def test_existing_output_is_not_overwritten(example, in_tmp, capsys):
     (in_tmp / "meteor_diffmap.mtz").write_bytes(b"previous result")
-    status, _, err = run_program(Program, inputs(example), capsys)
+    status, _, err = run_program(Program, example_inputs(example), capsys)
     assert_one_line_sorry(status, err, "meteor_diffmap.mtz", "output.overwrite=True")
     assert (in_tmp / "meteor_diffmap.mtz").read_bytes() == b"previous result"
     assert not (in_tmp / "meteor_diffmap.json").exists()
@@ -89,7 +85,7 @@ def test_show_defaults_eff_runs_unchanged(example, in_tmp, capsys):
     assert status == 0
     eff = out[out.index("derivative {"):]
     (in_tmp / "defaults.eff").write_text(eff)
-    args = inputs(example) + [in_tmp / "defaults.eff", "kweight.mode=fixed", "tv.mode=fixed"]
+    args = example_inputs(example) + [in_tmp / "defaults.eff", "kweight.mode=fixed", "tv.mode=fixed"]
     status, out, err = run_program(Program, args, capsys)
     assert status == 0, err
     assert (in_tmp / "meteor_diffmap.mtz").exists()

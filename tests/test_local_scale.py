@@ -23,7 +23,7 @@ from meteor_cctbx.phil import default_params
 import scipy.ndimage  # noqa: E402 (scipy after cctbx, see meteor_cctbx.local_scale)
 from scipy.spatial import cKDTree  # noqa: E402
 
-from helpers import assert_one_line_sorry
+from helpers import assert_one_line_sorry, read_map
 
 PIXEL = 1.0
 MOLECULE_EDGE = 24.0  # A, edge of the cube the molecule's atoms fill
@@ -364,11 +364,6 @@ def write_box_map(path: Path, values: np.ndarray, label: str) -> None:
                            wrapping=False)
     template.add_label(label)
     template.write_map(str(path))
-
-
-def read_map(path: Path):
-    mm = map_manager(str(path))
-    return mm, mm.map_data().as_numpy_array()
 
 
 @pytest.fixture(scope="module")

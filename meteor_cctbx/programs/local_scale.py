@@ -14,6 +14,7 @@ from libtbx.program_template import ProgramTemplate
 from libtbx.utils import Sorry, null_out
 
 from meteor_cctbx import local_scale, solvent_fraction
+from meteor_cctbx.citations import PROGRAM_PAPERS, citation_phil
 from meteor_cctbx.file_checks import check_map_file
 from meteor_cctbx.phil import master_phil_str, refuse_unused_template_output
 from meteor_cctbx.record import (atomic_path, check_outputs_writable, output_set,
@@ -67,6 +68,8 @@ Usage:
     program_name = local_scale.PROGRAM_NAME
     datatypes = ["real_map", "miller_array", "phil"]
     master_phil_str = master_phil_str("local_scale")
+    papers = PROGRAM_PAPERS["local_scale"]
+    citations = citation_phil("local_scale")
 
     # ------------------------------------------------------------------------------------------
     def validate(self):

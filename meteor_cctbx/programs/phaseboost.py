@@ -7,6 +7,7 @@ from cctbx.array_family import flex
 
 from meteor_cctbx.difference_inputs import DifferenceInputs
 from meteor_cctbx.phaseboost import PhaseboostResult, compute_phaseboost
+from meteor_cctbx.citations import PROGRAM_PAPERS, citation_phil
 from meteor_cctbx.phil import master_phil_str
 from meteor_cctbx.programs.difference_program import DifferenceProgram
 from meteor_cctbx.programs.diffmap import difference_panels, scan_panel
@@ -27,6 +28,8 @@ Usage:
 """
     program_name = "meteor.phaseboost"
     master_phil_str = master_phil_str("phaseboost")
+    papers = PROGRAM_PAPERS["phaseboost"]
+    citations = citation_phil("phaseboost")
 
     def compute(self, inputs: DifferenceInputs) -> PhaseboostResult:
         print("Phase retrieval and difference map:", file=self.logger)
