@@ -759,7 +759,7 @@ def test_closed_stdout_still_runs(small_map, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "run.cxc", "run.json", "run.png", "run_confidence.mrc", "run_scale.mrc"]
+        "run.cxc", "run.json", "run.log", "run.png", "run_confidence.mrc", "run_scale.mrc"]
 
 
 @pytest.fixture(scope="module")
@@ -909,7 +909,8 @@ def test_leftovers_of_killed_runs_are_removed_by_the_next_run(files, in_tmp, cap
                                  capsys)
     assert status == 0, err
     assert sorted(p.name for p in in_tmp.iterdir()) == sorted(
-        [".other.mtz.k3j2_x9a.tmp.mtz", "meteor_diffmap.json", "meteor_diffmap.mtz",
+        [".other.mtz.k3j2_x9a.tmp.mtz", "meteor_diffmap.json", "meteor_diffmap.log",
+         "meteor_diffmap.mtz",
          "meteor_diffmap.png"])
 
 
