@@ -187,10 +187,10 @@ def run_as_command(program_class, args: Sequence[str] | None = None) -> int:
         def __init__(self, *parser_args, **kwargs):
             super().__init__(*parser_args, **kwargs)
             parsers.append(self)
-    logger = multi_out()
-    logger.register("stdout", sys.stdout)
-    logger.register("run_log", text)
     with stopping_cleanly():
+        logger = multi_out()  # after stopping_cleanly, which replaces a closed stdout
+        logger.register("stdout", sys.stdout)
+        logger.register("run_log", text)
         try:
             run_program(program_class=program_class, args=args, parser_class=RecordingParser,
                         custom_process_arguments=explain_unrecognised_arguments,
