@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -102,36 +100,73 @@ def test_every_step_of_writing_shows_the_previous_set_or_the_new_one(example, in
     assert states[0] == previous  # nothing changed while the outputs were being written
 
 
+#: Runs meteor.diffmap (arguments after the first) in a process that SIGKILLs itself just
+#: before its n-th call (first argument) of os.replace or os.remove: a fixed point of the
+#: commit, not a moment that depends on timing.
+KILL_AT_STEP = """
+import os, signal, sys
+import meteor_cctbx
+from meteor_cctbx.command_line.diffmap import main
+stop_at, calls = int(sys.argv[1]), [0]
+def step(real):
+    def call(*args, **kwargs):
+        if calls[0] == stop_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+        calls[0] += 1
+        return real(*args, **kwargs)
+    return call
+os.replace, os.remove = step(os.replace), step(os.remove)
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def count_steps(example, directory: Path, monkeypatch, capsys) -> int:
+    """Calls of os.replace and os.remove in a run over a previous output set: the commit's
+    (removal of the previous record, then one rename per output) and the lock's removal."""
+    calls = []
+    for function in ("replace", "remove"):
+        real = getattr(os, function)
+
+        def step(*args, _real=real, **kwargs):
+            calls.append(args)
+            return _real(*args, **kwargs)
+        monkeypatch.setattr(os, function, step)
+    status, _, err = run_program(Diffmap, example_inputs(example) + WRITE_ALL, capsys)
+    monkeypatch.undo()
+    assert status == 0, err
+    return len(calls)
+
+
 def test_killed_runs_leave_the_previous_or_the_complete_outputs(example, tmp_path, capsys,
                                                                monkeypatch):
-    """SIGKILL real runs at moments spread over the run, most near the writing of outputs."""
+    """SIGKILL real runs at fixed steps of the commit: before its first step (the removal of
+    the previous record), between two renames, and before the record's rename."""
     reference = tmp_path / "reference"
     reference.mkdir()
-    monkeypatch.chdir(reference)
-    assert run_program(Diffmap, example_inputs(example) + WRITE_ALL, capsys)[0] == 0
-    new = visible_files(reference)
     previous = {name: f"previous {name}".encode() for name in OUTPUTS}
-    rng = random.Random(4)
-    moments = [("Data:", 0.0), ("Isomorphism", rng.uniform(0.0, 0.3))]
-    environment = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    for i, (trigger, delay) in enumerate(moments):
-        directory = tmp_path / f"kill{i}"
+    for name, content in previous.items():
+        (reference / name).write_bytes(content)
+    monkeypatch.chdir(reference)
+    n_steps = count_steps(example, reference, monkeypatch, capsys)
+    new = visible_files(reference)
+    assert n_steps == 1 + len(OUTPUTS) + 1, n_steps
+    for stop_at in (0, 3, len(OUTPUTS)):
+        directory = tmp_path / f"kill{stop_at}"
         directory.mkdir()
         for name, content in previous.items():
             (directory / name).write_bytes(content)
-        process = subprocess.Popen([sys.executable, "-m", "meteor_cctbx.command_line.diffmap",
-                                    *example_inputs(example), *WRITE_ALL], cwd=directory,
-                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                   env=environment)
-        for line in process.stdout:
-            if line.startswith(trigger):
-                break
-        time.sleep(delay)
-        process.send_signal(signal.SIGKILL)
-        process.wait()
-        process.stdout.close()
+        result = subprocess.run([sys.executable, "-c", KILL_AT_STEP, str(stop_at),
+                                 *example_inputs(example), *WRITE_ALL], cwd=directory,
+                                capture_output=True, text=True)
+        assert result.returncode == -signal.SIGKILL, result.stderr[-2000:]
         state = visible_files(directory)
         assert_previous_or_new(state, previous, new)
+        if stop_at == 0:  # nothing touched yet
+            assert state == previous
+        else:  # the previous record is gone, stop_at - 1 new files are in place, none half
+            assert RECORD not in state and set(state) == set(OUTPUTS) - {RECORD}
+            renamed = [n for n in state if state[n] != previous[n]]
+            assert len(renamed) == stop_at - 1, (stop_at, renamed)
         assert all(p.name.startswith(".meteor_diffmap.") for p in directory.iterdir()
                    if p.name not in state)  # only hidden temporaries may remain
 
