@@ -277,6 +277,20 @@ def test_every_parameter_has_a_case(program):
     assert not missing, f"parameters without a test case: {sorted(missing)}"
 
 
+@pytest.mark.parametrize("program", sorted(CASES))
+def test_every_parameter_has_a_caption_expert_level_and_help(program):
+    """As mmtbx programs do: GUIs and --show-defaults=<level> rely on them."""
+    def walk(scope, prefix):
+        for obj in scope.objects:
+            if obj.is_scope:
+                yield from walk(obj, prefix + obj.name + ".")
+            else:
+                yield prefix + obj.name, obj
+    for name, definition in walk(master_phil(program), ""):
+        assert definition.short_caption and definition.help, name
+        assert definition.expert_level in (0, 1, 2, 3), name
+
+
 def test_every_case_value_is_what_the_parser_gives(data):
     """Each changed value parses (type, range, choice) and reaches the extract unchanged."""
     from iotbx.cli_parser import CCTBXParser

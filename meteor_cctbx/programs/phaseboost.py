@@ -18,7 +18,8 @@ class Program(DifferenceProgram):
     description = """
 meteor.phaseboost: difference map (derivative minus native) with derivative phases retrieved
 by iterative TV denoising (a Gerchberg-Saxton-like loop that keeps the measured derivative
-amplitudes), then k-weighting and TV denoising chosen by negentropy as in meteor.diffmap.
+amplitudes), then k-weighting and TV denoising chosen as in meteor.diffmap (by validation
+against held-out reflections, or by negentropy).
 Output: <prefix>.mtz (DELFWT/PHDELWT final map, DF_RAW/PHIDF_RAW initial unweighted
 difference, F_DERIV/PHI_DERIV retrieved derivative structure factors), <prefix>.json (run
 record with every iteration), <prefix>.png.
