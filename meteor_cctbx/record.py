@@ -156,8 +156,8 @@ def output_set() -> Iterator[None]:
 
     Each is written and checked under a temporary name; when the block completes, the previous
     JSON record (the mark of a complete set) is removed and the new files are renamed into
-    place, the JSON record last.  The run log (RUN_LOG) joins the set.  If the block fails, no destination is touched and the
-    temporary files are removed.
+    place, the JSON record last.  The run log (RUN_LOG) joins the set.  If the block fails,
+    no destination is touched and the temporary files are removed.
     """
     staged: list[tuple[str, Path]] = []
     token = _staged.set(staged)

@@ -4,7 +4,9 @@
 so a bad input never shows a traceback; any other exception becomes one line naming the step
 that failed, the inputs and a log file that holds the traceback.  SIGTERM and SIGHUP stop a
 run the way Ctrl-C does, so its temporary files are removed; the output lock is released
-whatever happens.
+whatever happens.  Everything a program prints is also kept for ``<output.prefix>.log``, which
+joins the program's output set with a header (versions, command line, non-default parameters,
+citations; see run_log).
 """
 from __future__ import annotations
 
@@ -21,10 +23,7 @@ from typing import Sequence
 from iotbx.cli_parser import CCTBXParser, run_program
 from libtbx.utils import Sorry, multi_out
 
-
-def one_line(message: object) -> str:
-    """Collapse a (possibly multi-line) message to one line."""
-    return " ".join(str(message).split())
+from meteor_cctbx.messages import one_line
 
 
 def explain_unrecognised_arguments(parser) -> None:
