@@ -49,3 +49,14 @@ def assert_one_line_sorry(status: int, err: str, *fragments: str) -> None:
     assert "Traceback" not in err
     for fragment in fragments:
         assert fragment in lines[0], (fragment, lines[0])
+
+
+def local_scale_params(**settings):
+    """Default local_scale parameters with ``scope__name=value`` overrides."""
+    from meteor_cctbx.phil import default_params
+
+    extract = default_params("local_scale")
+    for key, value in settings.items():
+        scope, name = key.split("__")
+        setattr(getattr(extract, scope), name, value)
+    return extract

@@ -24,6 +24,7 @@ import scipy.ndimage  # noqa: E402 (scipy after cctbx, see meteor_cctbx.local_sc
 from scipy.spatial import cKDTree  # noqa: E402
 
 from helpers import assert_one_line_sorry, read_map
+from helpers import local_scale_params as params
 
 PIXEL = 1.0
 MOLECULE_EDGE = 24.0  # A, edge of the cube the molecule's atoms fill
@@ -85,15 +86,6 @@ def synthetic():
     full_copy = clean[:shift] > 0.1 * clean.max()  # density voxels of copy A
     return {"clean": clean, "shift": shift, "full_copy": full_copy,
             "atom_distance": distance.reshape(BOX).astype(np.float32)}
-
-
-def params(**settings):
-    """Default local_scale parameters with ``scope__name=value`` overrides."""
-    extract = default_params("local_scale")
-    for key, value in settings.items():
-        scope, name = key.split("__")
-        setattr(getattr(extract, scope), name, value)
-    return extract
 
 
 GEOMETRY = ls.GridGeometry.orthogonal(PIXEL)

@@ -15,15 +15,8 @@ from libtbx.utils import Sorry
 from meteor_cctbx.local_scale import unit_cell_map_manager
 from meteor_cctbx.local_scale_inputs import check_same_grid, map_from_coefficients
 from meteor_cctbx.local_scale_outputs import chimerax_script, output_paths
-from meteor_cctbx.phil import default_params
 
-
-def params(**modify):
-    p = default_params("local_scale")
-    for name, value in modify.items():
-        scope, key = name.split("__")
-        setattr(getattr(p, scope), key, value)
-    return p
+from helpers import local_scale_params as params
 
 
 @pytest.mark.parametrize("settings, from_coefficients, extra", [
