@@ -18,7 +18,6 @@ from libtbx.utils import Sorry
 
 from meteor_cctbx import local_scale as ls
 from meteor_cctbx.command_line.local_scale import main
-from meteor_cctbx.phil import default_params
 
 import scipy.ndimage  # noqa: E402 (scipy after cctbx, see meteor_cctbx.local_scale)
 from scipy.spatial import cKDTree  # noqa: E402

@@ -80,8 +80,7 @@ Usage:
             print(f"Solvent-definition mask: {inputs.mask_source}", file=log)
         print("Local scale:", file=log)
         self.result = local_scale.estimate_local_scale(
-            values, self.geometry, self.params, solvent_mask=mask_values,
-            log=lambda line: print(line, file=log))
+            values, self.geometry, self.params, solvent_mask=mask_values, log=log)
         self.envelope = self.molecular_envelope()
         with output_set():
             self.write_outputs(values)
