@@ -183,3 +183,18 @@ def test_reindexing_is_recorded_with_its_operator(small, in_tmp, capsys):
     assert operator is not None
     back = given.change_basis(sgtbx.change_of_basis_op(operator))
     assert back.unit_cell().is_similar_to(pair.native.unit_cell())
+
+
+def test_phaseboost_is_deterministic(small, f_model):
+    """Two runs on the same inputs give the same retrieved phases and map, bit for bit (the
+    program-level check with files is test_robustness.test_identical_runs_give_identical_files)."""
+    from meteor_cctbx.phaseboost import compute_phaseboost
+
+    _, pair, _ = small
+    params = default_params("phaseboost")
+    params.phaseboost.max_iterations = 3
+    runs = [compute_phaseboost(pair.derivative, pair.native, f_model, params) for _ in range(2)]
+    for name in ("derivative_coefficients", "map_coefficients"):
+        a, b = (getattr(r, name).data().as_numpy_array() for r in runs)
+        assert np.array_equal(a, b), name
+    assert [i.tv_weight for i in runs[0].iterations] == [i.tv_weight for i in runs[1].iterations]
