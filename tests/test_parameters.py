@@ -248,6 +248,19 @@ CASES = {
 }
 
 
+@pytest.fixture(autouse=True)
+def no_plots(monkeypatch):
+    """A placeholder for each PNG (drawing is most of a small run's time; the plots are
+    checked elsewhere and are no part of what these tests compare)."""
+    from meteor_cctbx.record import write_bytes
+
+    def placeholder(path, *args, **kwargs):
+        write_bytes(path, b"plot")
+    monkeypatch.setattr("meteor_cctbx.programs.difference_program.write_panels_png",
+                        placeholder)
+    monkeypatch.setattr("meteor_cctbx.programs.local_scale.write_plot", placeholder)
+
+
 @pytest.fixture(scope="module")
 def local_scale_maps(data) -> Path:
     """map.mrc (the unit-cell map local_scale computes from FWT,PHWT) and mask.mrc (its voxels
