@@ -22,6 +22,9 @@ from meteor_cctbx.command_line.local_scale import main
 import scipy.ndimage  # noqa: E402 (scipy after cctbx, see meteor_cctbx.local_scale)
 from scipy.spatial import cKDTree  # noqa: E402
 
+from meteor_cctbx.phil import default_params
+from meteor_cctbx.record import params_as_dict
+
 from helpers import assert_one_line_sorry, read_map
 from helpers import local_scale_params as params
 
@@ -473,4 +476,10 @@ def test_show_defaults_is_a_parameter_file_that_runs(box_map, tmp_path, capsys):
     assert "kernel_radius" in defaults.read_text()
     assert main([str(directory / "two copies.mrc"), str(defaults),
                  f"output.prefix={tmp_path / 'run'}"]) == 0
-    assert (tmp_path / "run_scale.mrc").exists()
+    record = json.loads((tmp_path / "run.json").read_text())
+    expected = params_as_dict(default_params("local_scale"))
+    given = {k: v for k, v in record["parameters"].items()
+             if k in expected and k != "output.prefix"}
+    assert given == {k: expected[k] for k in given} and len(given) == len(expected) - 1
+    log_header = (tmp_path / "run.log").read_text().split("=" * 79)[0]
+    assert "prefix = " in log_header and "kernel_radius" not in log_header  # only the prefix
