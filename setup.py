@@ -22,7 +22,7 @@ class BuildPyWithStartupHook(build_py):
             os.path.join(self.build_lib, STARTUP_HOOK)]
 
 
-PROGRAMS = ("diffmap", "phaseboost", "sharpen", "local_scale")
+PROGRAMS = ("diffmap", "phaseboost", "sharpen", "local_scale", "extrapolate")
 
 setup(
     name="meteor_cctbx",

@@ -8,7 +8,9 @@ units too (e/A^3 for data on the model's scale).
 * ``validation``: every candidate denoises the map of the working reflections and is scored by
   CC_free at the free ones (``validation.FreeScorer``); the negentropy of each denoised working
   map is recorded beside it.  The final map is then denoised once more, with all reflections,
-  at the chosen relative weight.  When the best CC_free is below two bootstrap standard errors
+  at the chosen relative weight.  Maps denoised past the negentropy maximum until their
+  negentropy collapses (a map flattened to almost nothing) are not candidates.  When the best
+  CC_free is below two bootstrap standard errors
   (no difference signal the held-out reflections can see), the weight of highest negentropy
   among the same scan points is used instead, and the log says so.  k is chosen with TV
   applied (each k scored through the TV weight chosen at k = 0), and when the CC_free of k = 0
@@ -40,6 +42,7 @@ REFINE_HALF_WIDTH = 0.3      # decades around the first TV weight when k changed
 
 
 SIGNAL_Z = 2.0  # CC_free must exceed this many standard errors to count as a signal
+COLLAPSED_NEGENTROPY = 0.1  # see is_collapsed
 
 
 @dataclass
@@ -112,14 +115,42 @@ def choose_tv_weight(coefficients: np.ndarray, grid: CellGrid, settings: tv.TvSe
     scan = maximize_scalar(validated, lower, upper, name="tv_weight_relative",
                            n_coarse=n_coarse, log_scale=True, tolerance=tolerance,
                            report=report)
-    relative = scan.best.parameter
+    best = best_uncollapsed(scan)
+    if best is not scan.best:  # the maximum lay on collapsed maps: search again below them
+        collapsed = min(p.parameter for p in scan.points
+                        if p.parameter > best.parameter and is_collapsed(p, scan))
+        factor = 10.0 ** REFINE_HALF_WIDTH
+        rescan = maximize_scalar(validated, max(lower, best.parameter / factor),
+                                 min(collapsed, best.parameter * factor),
+                                 name="tv_weight_relative", n_coarse=3, log_scale=True,
+                                 tolerance=tolerance, report=report)
+        scan.points.extend(p for p in rescan.points
+                           if p.parameter not in {q.parameter for q in scan.points})
+        best = best_uncollapsed(scan)
+    relative = best.parameter
     error = scorer.difference_error(relative)
-    determined = scan.best.score > SIGNAL_Z * error
+    determined = best.score > SIGNAL_Z * error
     if not determined:  # no signal the free reflections can see: the scan's negentropy rule
         relative = max(scan.points, key=lambda p: (p.others["negentropy"], -p.parameter)
                        ).parameter
     return TvChoice(relative, relative * full_rms, criterion, scan,
                     tv.denoise(full_map, relative * full_rms, settings), determined, error)
+
+
+def is_collapsed(point: ScanPoint, scan: ScanResult) -> bool:
+    """A point denoised past the scan's negentropy maximum into a map whose negentropy has
+    fallen below COLLAPSED_NEGENTROPY of that maximum: flattened to almost nothing, its few
+    remaining blobs predict held-out reflections by chance (seen on the family at 2.0 A)."""
+    peak = max(scan.points, key=lambda p: p.others["negentropy"])
+    return (point.parameter > peak.parameter and
+            point.others["negentropy"] < COLLAPSED_NEGENTROPY * peak.others["negentropy"])
+
+
+def best_uncollapsed(scan: ScanResult) -> ScanPoint:
+    """The best-scoring point of a validation scan that is not collapsed."""
+    candidates = [p for p in scan.points if not is_collapsed(p, scan)
+                  and math.isfinite(p.score)]
+    return max(candidates, key=lambda p: (p.score, -p.parameter))
 
 
 def choose_k(raw: np.ndarray, sigma_delta: np.ndarray, grid: CellGrid, k_max: float,

@@ -457,28 +457,34 @@ def write_map_coefficients_mtz(path: str | os.PathLike, columns: Sequence[tuple]
 
     ``columns`` holds (complex array, amplitude label, phase label) triples, or quadruples
     with a sigma label, whose sigmas (the complex array's ``sigmas()``) follow the phase as
-    type Q; phases are written in degrees (MTZ type P), amplitudes as type F.  ``title`` (at
-    most 70 characters) and ``names`` go into the MTZ header.
+    type Q; phases are written in degrees (MTZ type P), amplitudes as type F.  A real amplitude
+    array with sigmas may stand as (array, "F", "SIGF"): columns F (type F) and SIGF (type Q).
+    ``title`` (at most 70 characters) and ``names`` go into the MTZ header.
     """
     names = names or MtzNames()
     dataset = None
     for array, amplitude_label, phase_label, *sigma_label in columns:
-        sigmas = array.sigmas()
-        array = array.customized_copy(sigmas=None)
-        amplitudes = abs(array).set_observation_type_xray_amplitude()
-        phases = array.phases(deg=True)
-        if dataset is None:
-            dataset = amplitudes.as_mtz_dataset(
-                column_root_label=amplitude_label, column_types="F",
-                wavelength=names.wavelength, crystal_name=names.crystal,
-                project_name=names.project, dataset_name=names.dataset)
+        if not array.is_complex_array():
+            if phase_label != "SIG" + amplitude_label or array.sigmas() is None:
+                raise ValueError(f"amplitudes {amplitude_label} need sigmas labelled "
+                                 f"SIG{amplitude_label}")
+            parts = [(array, amplitude_label, "FQ")]
         else:
-            dataset.add_miller_array(amplitudes, column_root_label=amplitude_label,
-                                     column_types="F")
-        dataset.add_miller_array(phases, column_root_label=phase_label, column_types="P")
-        if sigma_label and sigmas is not None:
-            dataset.add_miller_array(amplitudes.customized_copy(data=sigmas),
-                                     column_root_label=sigma_label[0], column_types="Q")
+            sigmas = array.sigmas()
+            array = array.customized_copy(sigmas=None)
+            amplitudes = abs(array).set_observation_type_xray_amplitude()
+            parts = [(amplitudes, amplitude_label, "F"),
+                     (array.phases(deg=True), phase_label, "P")]
+            if sigma_label and sigmas is not None:
+                parts.append((amplitudes.customized_copy(data=sigmas), sigma_label[0], "Q"))
+        for part, label, types in parts:
+            if dataset is None:
+                dataset = part.as_mtz_dataset(
+                    column_root_label=label, column_types=types,
+                    wavelength=names.wavelength, crystal_name=names.crystal,
+                    project_name=names.project, dataset_name=names.dataset)
+            else:
+                dataset.add_miller_array(part, column_root_label=label, column_types=types)
     mtz = dataset.mtz_object()
     if title:
         mtz.set_title(title[:70])

@@ -24,6 +24,7 @@ import numpy as np
 import scipy.fft
 import scipy.optimize
 
+from meteor_cctbx.grid import CellGrid
 from meteor_cctbx.maximize import ScanPoint, ScanResult, maximize_scalar
 from meteor_cctbx.negentropy import negentropy
 from meteor_cctbx.solvent_fraction import molecular_envelope
@@ -78,15 +79,18 @@ class FourierMap:
             weights[-1] = 1.0
         return np.broadcast_to(weights, self.coefficients.shape)
 
-    def shell_rms(self, d_min: float, n_shells: int) -> tuple[np.ndarray, np.ndarray]:
-        """Mean d*² and rms |F| in ``n_shells`` shells of equal d*³ width, from d_min outwards.
-
-        The F000 term is left out.
-        """
+    def shells(self, d_min: float, n_shells: int) -> tuple[np.ndarray, np.ndarray]:
+        """(selection, shell index of each selected term): ``n_shells`` shells of equal d*³
+        width from ∞ to ``d_min``; F000 and terms beyond d_min are not selected."""
         d_star_sq_max = 1.0 / d_min**2
         selected = (self.d_star_sq > 0) & (self.d_star_sq <= d_star_sq_max)
         s3 = self.d_star_sq[selected] ** 1.5
         shell = np.minimum((s3 / d_star_sq_max**1.5 * n_shells).astype(np.int64), n_shells - 1)
+        return selected, shell
+
+    def shell_rms(self, d_min: float, n_shells: int) -> tuple[np.ndarray, np.ndarray]:
+        """Mean d*² and rms |F| of the filled shells (see ``shells``)."""
+        selected, shell = self.shells(d_min, n_shells)
         counts = np.bincount(shell, minlength=n_shells)
         power = np.bincount(shell, weights=np.abs(self.coefficients[selected]) ** 2,
                             minlength=n_shells)
@@ -97,19 +101,65 @@ class FourierMap:
                 np.sqrt(power[filled] / counts[filled]))
 
 
+@dataclass
+class ShellFsc:
+    """Fourier shell correlation of two maps on one grid: per shell, mean d*² (Å⁻²), FSC and
+    the number of independent terms."""
+
+    d_star_sq: np.ndarray
+    fsc: np.ndarray
+    counts: np.ndarray
+
+    @classmethod
+    def of_maps(cls, fourier_1: FourierMap, fourier_2: FourierMap, d_min: float,
+                n_shells: int = 24) -> ShellFsc:
+        selected, shell = fourier_1.shells(d_min, n_shells)
+        a, b = fourier_1.coefficients[selected], fourier_2.coefficients[selected]
+        counts = np.bincount(shell, minlength=n_shells)
+        cross = np.bincount(shell, weights=a.real * b.real + a.imag * b.imag,
+                            minlength=n_shells)
+        power_1 = np.bincount(shell, weights=np.abs(a) ** 2, minlength=n_shells)
+        power_2 = np.bincount(shell, weights=np.abs(b) ** 2, minlength=n_shells)
+        mean_d_star_sq = np.bincount(shell, weights=fourier_1.d_star_sq[selected],
+                                     minlength=n_shells)
+        filled = (counts > 0) & (power_1 > 0) & (power_2 > 0)
+        return cls(d_star_sq=mean_d_star_sq[filled] / counts[filled],
+                   fsc=cross[filled] / np.sqrt(power_1[filled] * power_2[filled]),
+                   counts=counts[filled])
+
+
+def map_manager_from_coefficients(coefficients: miller.array,
+                                  sampling: float = 3.0) -> MapManager:
+    """The map of complex, non-anomalous ``coefficients`` over the whole unit cell.
+
+    Absolute scale, ρ(x) = (1/V) Σ F(h) exp(−2πi h·x) (e/Å³ for F in electrons; F000 absent, so
+    the mean is 0), on cctbx's crystal_gridding for the space group (spacing ≈ d_min/sampling,
+    dimensions compatible with the symmetry), origin at (0, 0, 0), wrapping.
+    """
+    cell_grid = CellGrid.for_set(coefficients, sampling=sampling)
+    values = cell_grid.to_map(coefficients.data().as_numpy_array())
+    return MapManager(map_data=flex.double(values.astype(np.float64)),
+                      unit_cell_grid=cell_grid.n_real,
+                      unit_cell_crystal_symmetry=coefficients.crystal_symmetry(),
+                      wrapping=True)
+
+
 # ----------------------------------------------------------------------------------------------
 # The resolution-dependent sharpening factor
 
 
 @dataclass(frozen=True)
 class SharpeningForm:
-    """Phenix's b_iso_to_d_cut form of the sharpening factor exp(B(d)·d*²/4).
+    """The sharpening factor exp(B(d)·d*²/4): b_sharpen to d_cut, blurred beyond it.
 
-    B(d) = b_sharpen for d ≫ d_cut and switches smoothly (logistic in d, steepness ``k_sharpen``
-    per Å) to b_sharpen − b_blur_hires for d ≪ d_cut.  Without ``b_blur_hires`` terms beyond
-    d_cut are left unsharpened when sharpening and blurred like the rest when blurring.  Without
-    ``d_cut`` or ``k_sharpen`` B(d) = b_sharpen everywhere.  Terms with d < ``d_min`` are
-    dropped; F000 is never changed (factor 1).
+    B(d) = b_sharpen for every d ≥ d_cut (so terms to the resolution are sharpened by the full
+    B and never blurred) and, beyond d_cut, switches smoothly to b_sharpen − b_blur_hires:
+    B(d) = b_sharpen − b_blur_hires·(1 − w), w = 2 / (1 + exp(k_sharpen·(d_cut − d))), which is
+    1 at d_cut and falls to 0 within about 1/k_sharpen Å.  (Phenix's b_iso_to_d_cut centres its
+    logistic on d_cut, which halves the terms at the resolution and blurs the shells just inside
+    it.)  Without ``b_blur_hires`` terms beyond d_cut are left unsharpened when sharpening and
+    blurred like the rest when blurring.  Without ``d_cut`` or ``k_sharpen`` B(d) = b_sharpen
+    everywhere.  Terms with d < ``d_min`` are dropped; F000 is never changed (factor 1).
     """
 
     d_min: float
@@ -128,13 +178,30 @@ class SharpeningForm:
             return b_sharpen
         return b_sharpen - self.b_blur_hires if self.b_blur_hires is not None else 0.0
 
+    @property
+    def d_signal(self) -> float:
+        """d (Å) of the highest-resolution terms kept."""
+        return self.d_min
+
+    def as_dict(self) -> dict:
+        return {"form": "b_to_d_cut", "d_min": self.d_min, "d_cut": self.d_cut,
+                "k_sharpen": self.k_sharpen, "b_blur_hires": self.b_blur_hires}
+
+    def describe(self, b_sharpen: float) -> str:
+        if not self.switches(b_sharpen):
+            return f"applied at every resolution, Fourier terms to {self.d_min:.2f} A"
+        return (f"applied for d >= d_cut = {self.d_cut:.2f} A, switching to "
+                f"{self.high_resolution_b(b_sharpen):.1f} A^2 beyond, Fourier terms to "
+                f"{self.d_min:.2f} A")
+
     def factors(self, d_star_sq: np.ndarray, b_sharpen: float) -> np.ndarray:
         """Per-coefficient factors (float32) for sharpening by ``b_sharpen`` Å²."""
         quarter_s2 = d_star_sq.astype(np.float32) / 4.0
         if self.switches(b_sharpen):
             with np.errstate(divide="ignore"):
                 d = 1.0 / np.sqrt(d_star_sq, dtype=np.float32)
-            low_res = 1.0 / (1.0 + np.exp(np.clip(self.k_sharpen * (self.d_cut - d), -20, 20)))
+            beyond = np.clip(self.k_sharpen * (self.d_cut - d), 0.0, 20.0)
+            low_res = 2.0 / (1.0 + np.exp(beyond))
             b_of_d = (b_sharpen * low_res
                       + self.high_resolution_b(b_sharpen) * (1.0 - low_res))
         else:
@@ -142,6 +209,115 @@ class SharpeningForm:
         exponent = (b_of_d * quarter_s2).astype(np.float32)
         exponent[d_star_sq > 1.0 / self.d_min**2] = -np.inf
         return np.exp(exponent)
+
+
+@dataclass(frozen=True)
+class ShellWeightedForm:
+    """Sharpening factor exp(B·d*²/4)·C(d*²), C the fraction of a map's power in a resolution
+    shell that is signal: the weight that makes the map the best linear estimate of its
+    noise-free signal, shell by shell (a Wiener filter), before B restores the fall-off.
+
+    From two half maps C = 2·FSC/(1 + FSC) for their average (Rosenthal & Henderson's C_ref
+    squared); from one map C = 1 − N/P, P the shell's power and N the noise power estimated from
+    the solvent (``from_solvent_noise``).  C is interpolated linearly in d*² between shell
+    centres, and is 0 from the first shell whose statistic (FSC, or C) is not above
+    ``significance``/√(terms in the shell) on (noise alone gives ~1/√n), so no shell of noise is
+    sharpened.  Terms with d below ``d_min`` are dropped; F000 is kept (factor 1).
+    """
+
+    d_min: float
+    d_star_sq: np.ndarray  # shell centres, Å⁻²
+    weight: np.ndarray
+    statistic: np.ndarray  # FSC of the half maps, or the signal fraction C
+    counts: np.ndarray
+    source: str  # "half-map FSC" or "solvent noise"
+
+    @classmethod
+    def _cut(cls, d_min: float, d_star_sq: np.ndarray, weight: np.ndarray,
+             statistic: np.ndarray, counts: np.ndarray, source: str,
+             significance: float) -> ShellWeightedForm:
+        weight = np.clip(weight, 0.0, 1.0)
+        noise_like = statistic <= significance / np.sqrt(counts)
+        if noise_like.any():
+            weight[int(np.argmax(noise_like)):] = 0.0
+        return cls(d_min=d_min, d_star_sq=d_star_sq, weight=weight, statistic=statistic,
+                   counts=counts, source=source)
+
+    @classmethod
+    def from_half_maps(cls, fourier_1: FourierMap, fourier_2: FourierMap, d_min: float,
+                       n_shells: int = 24, significance: float = 3.0) -> ShellWeightedForm:
+        fsc = ShellFsc.of_maps(fourier_1, fourier_2, d_min, n_shells)
+        form = cls._cut(d_min, fsc.d_star_sq, 2.0 * fsc.fsc / (1.0 + np.maximum(fsc.fsc, 0.0)),
+                        fsc.fsc, fsc.counts, "half-map FSC", significance)
+        if not form.weight[0] > 0:
+            raise Sorry(f"The two half maps share no signal (their FSC is not significant even "
+                        f"at d = {1 / math.sqrt(fsc.d_star_sq[0]):.1f} A): give two half maps "
+                        f"of one reconstruction, or use sharpening.method=b_factor.")
+        return form
+
+    @classmethod
+    def from_solvent_noise(cls, fourier: FourierMap, values: np.ndarray, molecule: np.ndarray,
+                           d_min: float, n_shells: int = 24, significance: float = 3.0
+                           ) -> ShellWeightedForm | None:
+        """C from the noise in the solvent (outside the bool mask ``molecule``), taken as
+        stationary: the shell power of the solvent's deviations from their mean, over the
+        solvent fraction.  ``d_min`` must not go beyond the data (shells without data would be
+        whitened rounding errors).  None when the solvent is under 10 % of the map, or when no
+        shell holds significant signal."""
+        solvent = ~molecule
+        fraction = float(solvent.mean())
+        if fraction < 0.1:
+            return None
+        selected, shell = fourier.shells(d_min, n_shells)
+        counts = np.bincount(shell, minlength=n_shells)
+        power = np.bincount(shell, weights=np.abs(fourier.coefficients[selected]) ** 2,
+                            minlength=n_shells)
+        # the noise is measured on the whitened map (every shell of rms 1): masking a map
+        # spreads each shell's power into its neighbours, which for a blurred map would swamp
+        # the weak high-resolution shells with low-resolution power
+        whitening = np.zeros(fourier.coefficients.shape, dtype=np.float32)
+        rms = np.sqrt(power / np.maximum(counts, 1))
+        whitening[selected] = np.where(rms[shell] > 0, 1.0 / np.maximum(rms[shell], 1e-30),
+                                       0.0)
+        white = fourier.synthesize(whitening)
+        noise = scipy.fft.rfftn(np.where(solvent, white - white[solvent].mean(), 0.0),
+                                workers=fourier.workers)
+        noise_power = np.bincount(shell, weights=np.abs(noise[selected]) ** 2,
+                                  minlength=n_shells) / fraction
+        centres = np.bincount(shell, weights=fourier.d_star_sq[selected], minlength=n_shells)
+        filled = (counts > 0) & (rms > 0)
+        signal = 1.0 - noise_power[filled] / counts[filled]  # whitened power: 1 per term
+        form = cls._cut(d_min, centres[filled] / counts[filled], signal.copy(), signal,
+                        counts[filled], "solvent noise", significance)
+        return form if form.weight[0] > 0 else None
+
+    @property
+    def d_signal(self) -> float:
+        """d (Å) of the last shell with weight > 0."""
+        kept = self.d_star_sq[self.weight > 0]
+        return float(1.0 / math.sqrt(kept.max())) if kept.size else math.inf
+
+    def factors(self, d_star_sq: np.ndarray, b_sharpen: float) -> np.ndarray:
+        """Per-coefficient factors (float32) for sharpening by ``b_sharpen`` Å²."""
+        weight = np.interp(d_star_sq, self.d_star_sq, self.weight).astype(np.float32)
+        exponent = (np.float32(b_sharpen / 4.0) * d_star_sq).astype(np.float32)
+        exponent[(d_star_sq > 1.0 / self.d_min**2) | (weight == 0)] = -np.inf
+        factors = np.exp(exponent) * weight
+        factors[d_star_sq == 0] = 1.0
+        return factors
+
+    def as_dict(self) -> dict:
+        return {"form": "shell_weighted", "weight_from": self.source, "d_min": self.d_min,
+                "d_signal": self.d_signal, "shell_d_star_sq": self.d_star_sq,
+                "shell_statistic": self.statistic, "shell_terms": self.counts,
+                "shell_weight": self.weight}
+
+    def describe(self, b_sharpen: float) -> str:
+        kind = ("2 FSC/(1 + FSC)" if self.source == "half-map FSC"
+                else "1 - noise/power, noise from the solvent")
+        return (f"applied with the shell weight {kind}, which drops every term beyond "
+                f"d = {self.d_signal:.2f} A (no significant signal); Fourier terms to "
+                f"{self.d_min:.2f} A")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -263,6 +439,7 @@ class BFactorSharpening:
     solvent_fraction: float | None = None
     region_weight: float | None = None
     b_iso_before: float | None = None
+    d_signal: float = 0.0  # Å: the map holds no terms with d below this
 
 
 def make_score(name: str, map_manager: MapManager, resolution: float,
@@ -289,7 +466,7 @@ def make_score(name: str, map_manager: MapManager, resolution: float,
     raise ValueError(f"unknown score {name!r}; choose one of {', '.join(SCORES)}")
 
 
-def search_b_sharpen(fourier: FourierMap, form: SharpeningForm,
+def search_b_sharpen(fourier: FourierMap, form: SharpeningForm | ShellWeightedForm,
                      score: Callable[[np.ndarray], float], search: BSearch,
                      report: Callable[[ScanPoint], None] | None = None) -> ScanResult:
     """Maximise ``score`` of the map sharpened by b_sharpen over [search.b_min, search.b_max].
@@ -317,36 +494,54 @@ def wilson_b(map_coefficients: miller.array, d_min: float) -> float:
     return float(segment_and_split_map.get_b_iso(amplitudes, d_min=d_min))
 
 
-def sharpen_b_factor(map_manager: MapManager, resolution: float, form: SharpeningForm, *,
+def search_for_map(search: BSearch, map_wilson_b: float | None) -> BSearch:
+    """The search range for a map of Wilson B ``map_wilson_b``: a blurred map (B > 0) is never
+    blurred further, so its search starts at b_sharpen = 0 at the lowest."""
+    if map_wilson_b is None or map_wilson_b <= 0 or search.b_min >= 0:
+        return search
+    if search.b_max <= 0:
+        raise Sorry(f"sharpening.search.b_max = {search.b_max:g} would blur a map whose "
+                    f"Wilson B is already {map_wilson_b:.1f} A^2: give a positive b_max.")
+    return BSearch(b_min=0.0, b_max=search.b_max, n_steps=search.n_steps,
+                   tolerance=search.tolerance)
+
+
+def sharpen_b_factor(map_manager: MapManager, resolution: float,
+                     form: SharpeningForm | ShellWeightedForm, *,
                      score_name: str = "negentropy", search: BSearch | None = None,
                      b_sharpen: float | None = None, b_iso: float | None = None,
+                     map_wilson_b: float | None = None,
                      solvent_content: float | None = None,
                      adjusted_sa: AdjustedSaSettings | None = None, workers: int = -1,
                      report: Callable[[ScanPoint], None] | None = None) -> BFactorSharpening:
     """Sharpen ``map_manager`` (origin at (0, 0, 0)) by one B, given or searched.
 
     ``b_sharpen`` applies that B; ``b_iso`` applies B_map − b_iso, B_map the map's Wilson B to
-    ``resolution`` (so the result has overall B ≈ b_iso); otherwise the B maximising
-    ``score_name`` over ``search`` is applied.
+    ``resolution`` (``map_wilson_b``, computed when not given), so the result has overall
+    B ≈ b_iso; otherwise the B maximising ``score_name`` over ``search`` is applied, never
+    below 0 for a blurred map (B_map > 0).
     """
     fourier = FourierMap.from_map(map_manager.map_data().as_numpy_array(),
                                   map_manager.crystal_symmetry().unit_cell(), workers)
     details: dict = {}
+    if map_wilson_b is None and b_sharpen is None:
+        map_wilson_b = wilson_b(map_manager.map_as_fourier_coefficients(d_min=form.d_min),
+                                resolution)
     if b_sharpen is not None:
         choice = "given b_sharpen"
     elif b_iso is not None:
-        b_before = wilson_b(map_manager.map_as_fourier_coefficients(d_min=form.d_min),
-                            resolution)
-        b_sharpen, choice = b_before - b_iso, f"target b_iso = {b_iso:g}"
-        details["b_iso_before"] = b_before
+        b_sharpen, choice = map_wilson_b - b_iso, f"target b_iso = {b_iso:g}"
+        details["b_iso_before"] = map_wilson_b
     else:
         score, details["solvent_fraction"] = make_score(
             score_name, map_manager, resolution, solvent_content, adjusted_sa)
-        details["scan"] = search_b_sharpen(fourier, form, score, search or BSearch(), report)
+        details["scan"] = search_b_sharpen(fourier, form, score,
+                                           search_for_map(search or BSearch(), map_wilson_b),
+                                           report)
         details["region_weight"] = getattr(score, "region_weight", None)
         b_sharpen, choice = details["scan"].best.parameter, f"maximum of {score_name}"
     return BFactorSharpening(
-        b_sharpen=b_sharpen, choice=choice,
+        b_sharpen=b_sharpen, choice=choice, d_signal=form.d_signal,
         map_values=fourier.synthesize(form.factors(fourier.d_star_sq, b_sharpen)), **details)
 
 
@@ -373,9 +568,14 @@ def sharpen_with_half_maps(mmm: MapModelManager, resolution: float, *, anisotrop
     mmm must hold map_manager, map_manager_1 and map_manager_2; the result is a new map_manager
     on the same grid and origin.
     """
+    # cctbx's overall-local-overall path scales the half maps too and asserts that every map
+    # it scales has an output id
     mmm.half_map_sharpen(resolution=resolution, anisotropic_sharpen=anisotropic,
                          local_sharpen=local, overall_sharpen_before_and_after_local=local,
-                         map_id_scaled_list=[SHARPENED_ID], nproc=nproc)
+                         map_id_to_be_scaled_list=["map_manager", "map_manager_1",
+                                                   "map_manager_2"],
+                         map_id_scaled_list=[SHARPENED_ID, SHARPENED_ID + "_1",
+                                             SHARPENED_ID + "_2"], nproc=nproc)
     return _sharpened_map(mmm, "half-map")
 
 
@@ -384,6 +584,7 @@ def sharpen_with_model(mmm: MapModelManager, resolution: float, *, anisotropic: 
     """Map-model FSC-weighted shell sharpening of mmm's map (cctbx); mmm must hold a model."""
     mmm.model_sharpen(resolution=resolution, anisotropic_sharpen=anisotropic,
                       local_sharpen=local, overall_sharpen_before_and_after_local=local,
+                      map_id_to_be_scaled_list=["map_manager"],
                       map_id_scaled_list=[SHARPENED_ID], nproc=nproc)
     return _sharpened_map(mmm, "model-based")
 

@@ -254,3 +254,17 @@ def test_no_signal_falls_back_and_warns(source, phasing_model):
     scan = result.tv_scan
     fallback = max(scan.points, key=lambda p: p.others["negentropy"]).parameter
     assert result.metadata["tv_weight_relative"] == fallback
+
+
+def test_collapsed_maps_are_not_candidates():
+    """A higher CC_free on maps flattened past the negentropy peak is not taken."""
+    from meteor_cctbx.maximize import ScanPoint, ScanResult
+    from meteor_cctbx.parameter_choice import best_uncollapsed, is_collapsed
+
+    points = [ScanPoint(w, cc, 0.0, {"negentropy": j}) for w, cc, j in
+              [(0.1, 0.034, 0.001), (1.0, 0.038, 0.59), (2.7, 0.028, 0.002),
+               (3.7, 0.071, 0.0017)]]
+    scan = ScanResult("tv_weight_relative", points)
+    assert scan.best.parameter == 3.7
+    assert is_collapsed(points[3], scan) and not is_collapsed(points[0], scan)
+    assert best_uncollapsed(scan).parameter == 1.0

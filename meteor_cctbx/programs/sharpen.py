@@ -11,9 +11,9 @@ from cctbx import miller
 from iotbx.map_model_manager import map_model_manager as MapModelManager
 from libtbx import group_args
 from libtbx.program_template import ProgramTemplate
-from libtbx.utils import Sorry
+from libtbx.utils import Sorry, null_out
 
-from meteor_cctbx import sharpen, solvent_fraction
+from meteor_cctbx import local_sharpen, sharpen, solvent_fraction
 from meteor_cctbx.file_checks import check_input_file, check_map_file
 from meteor_cctbx.phil import master_phil_str, refuse_unused_template_output
 from meteor_cctbx.record import (MtzNames, Panel, check_outputs_writable, output_set,
@@ -29,14 +29,17 @@ class Program(ProgramTemplate):
 meteor.sharpen: make a blurred map interpretable by restoring its fall-off with resolution.
 
 Methods (sharpening.method):
-  b_factor  one B applied to every Fourier term (Phenix's b_iso_to_d_cut form: sharpen up to
-            d_cut, blur beyond it), chosen by maximising a map-clarity score
-            (sharpening.score = negentropy, kurtosis or adjusted_sa), or given as
-            b_sharpen=<B> or as a target overall B b_iso=<B>
-  half_map  FSC-weighted shell sharpening from two half maps (cctbx), optionally anisotropic
-            and local
+  b_factor  one B applied to every Fourier term to the resolution (d_cut), terms beyond it
+            blurred; chosen by maximising a map-clarity score (sharpening.score =
+            negentropy, kurtosis or adjusted_sa; never below 0 for a blurred map), or given
+            as b_sharpen=<B> or as a target overall B b_iso=<B>
+  half_map  the half maps' average weighted by 2 FSC/(1 + FSC) in shells, then sharpened by
+            the B the score chooses (half_map_weighting=fsc, default), or cctbx's
+            half_map_sharpen (half_map_weighting=cctbx, optionally anisotropic and local)
   model     map-model FSC-weighted shell sharpening (cctbx), optionally anisotropic and local
   auto      half_map with half maps, else model with a model, else b_factor
+  local=True  b_factor and half_map (fsc): each voxel sharpened by its local Wilson B
+            relative to the molecule's (from the half maps when given)
 
 Inputs: a map (CCP4/MRC), two half maps, or map coefficients (MTZ, labels=FWT,PHWT); a model
 for model sharpening; resolution=<A> unless it follows from the half maps or the MTZ.
@@ -48,6 +51,7 @@ FSC, applied scale against resolution).  output.prefix defaults to "meteor_sharp
 Examples:
   meteor.sharpen map.ccp4 resolution=3.2
   meteor.sharpen half_map=half_1.mrc half_map=half_2.mrc
+  meteor.sharpen half_map=half_1.mrc half_map=half_2.mrc sharpening.local=True
   meteor.sharpen map.ccp4 model.pdb resolution=2.8
   meteor.sharpen refine.mtz labels=2FOFCWT,PH2FOFCWT sharpening.score=kurtosis
 """
@@ -201,25 +205,34 @@ Examples:
         resolution = self.clamped_to_nyquist(self.resolution(fsc, map_coefficients), input_map)
         d_min = resolution * self.params.sharpening.d_min_ratio
         self.record.update(resolution=resolution, fourier_d_min=d_min)
+        with self.timed("Wilson B"):
+            b_before = sharpen.wilson_b(input_map.map_as_fourier_coefficients(d_min=d_min),
+                                        resolution)
 
         self.header(f"Sharpening by method {self.method}")
         with self.timed(f"sharpen ({self.method})"):
-            sharpened, b_factor_result = self.sharpen(mmm, resolution, d_min, workers)
+            sharpened, b_factor_result = self.sharpen(mmm, map_coefficients, resolution,
+                                                      d_min, b_before,
+                                                      workers)
 
         with self.timed("diagnostics"):
             scale = sharpen.applied_scale(
                 input_map.map_data().as_numpy_array(), sharpened.map_data().as_numpy_array(),
                 input_map.crystal_symmetry().unit_cell(), resolution, workers=workers)
-            b_before = sharpen.wilson_b(input_map.map_as_fourier_coefficients(d_min=d_min),
-                                        resolution)
+            d_wilson = resolution
+            if b_factor_result is not None and b_factor_result.d_signal > resolution:
+                d_wilson = b_factor_result.d_signal  # FSC weight: no terms beyond
+                b_before = sharpen.wilson_b(
+                    input_map.map_as_fourier_coefficients(d_min=d_min), d_wilson)
             b_after = sharpen.wilson_b(sharpened.map_as_fourier_coefficients(d_min=d_min),
-                                       resolution)
+                                       d_wilson)
         self.record.update(effective_b=scale.effective_b, applied_scale=scale.as_dict(),
-                           wilson_b_before=b_before, wilson_b_after=b_after)
+                           wilson_b_before=b_before, wilson_b_after=b_after,
+                           wilson_b_d_min=d_wilson)
         self._print(f"Effective B applied: {scale.effective_b:.1f} A^2 (the input sharpened "
                     f"by exp(B d*^2/4) to {resolution:.2f} A correlates best with the result: "
                     f"CC {scale.correlation:.3f})")
-        self._print(f"Overall (Wilson) B of the map to {resolution:.2f} A: {b_before:.1f} A^2 "
+        self._print(f"Overall (Wilson) B of the map to {d_wilson:.2f} A: {b_before:.1f} A^2 "
                     f"before, {b_after:.1f} A^2 after")
 
         with self.timed("write output"):
@@ -248,8 +261,7 @@ Examples:
                     ) + os.path.splitext(names[0])[1]
                 return mmm, None
             map_coefficients = self.read_map_coefficients()
-            map_manager = map_coefficients.fft_map(resolution_factor=1 / 3).as_map_manager(
-                wrapping=True)
+            map_manager = sharpen.map_manager_from_coefficients(map_coefficients)
             model = (self.data_manager.get_model() if self.data_manager.get_model_names()
                      else None)
             return MapModelManager(map_manager=map_manager, model=model), map_coefficients
@@ -296,28 +308,45 @@ Examples:
         self._print(f"Resolution: {resolution:.2f} A ({source})")
         return resolution
 
-    def sharpen(self, mmm: MapModelManager, resolution: float, d_min: float, workers: int):
+    def sharpen(self, mmm: MapModelManager, map_coefficients: miller.array | None,
+                resolution: float, d_min: float, map_wilson_b: float, workers: int):
         """The sharpened map_manager and, for b_factor, the B-factor result."""
         s = self.params.sharpening
         nproc = self.params.nproc or os.cpu_count() or 1
-        mmm.set_log(self.logger)
+        mmm.set_log(self.logger if self.params.output.verbose else null_out())
         method = self.method
-        if method == "half_map":
+        if method == "half_map" and s.half_map_weighting == "cctbx":
             return sharpen.sharpen_with_half_maps(mmm, resolution, anisotropic=s.anisotropic,
                                                   local=s.local, nproc=nproc), None
         if method == "model":
             return sharpen.sharpen_with_model(mmm, resolution, anisotropic=s.anisotropic,
                                               local=s.local, nproc=nproc), None
-        form = self.sharpening_form(resolution, d_min)
+        halves = ([self.fourier_map(m, workers) for m in (mmm.map_manager_1(),
+                                                           mmm.map_manager_2())]
+                  if mmm.map_manager_1() and mmm.map_manager_2() else None)
+        if method == "half_map":
+            form = sharpen.ShellWeightedForm.from_half_maps(*halves, d_min)
+        else:
+            form = self.sharpening_form(resolution, d_min)
+            if s.noise_weight == "solvent" and s.b_sharpen is None and s.b_iso is None:
+                # shells to the resolution (and never past the data): terms beyond it carry
+                # no signal the weight could be measured on
+                to = max(resolution, map_coefficients.d_min()) if map_coefficients \
+                    else resolution
+                form = self.solvent_noise_form(mmm.map_manager(), resolution, to,
+                                               workers) or form
+        search = sharpen.search_for_map(
+            sharpen.BSearch(b_min=s.search.b_min, b_max=s.search.b_max,
+                            n_steps=s.search.n_steps, tolerance=s.search.tolerance),
+            map_wilson_b)
         if s.b_sharpen is None and s.b_iso is None:
-            self._print(f"Searching b_sharpen from {s.search.b_min:g} to {s.search.b_max:g} "
-                        f"A^2 ({s.search.n_steps} steps, refined to {s.search.tolerance:g} "
+            self._print(f"Searching b_sharpen from {search.b_min:g} to {search.b_max:g} "
+                        f"A^2 ({search.n_steps} steps, refined to {search.tolerance:g} "
                         f"A^2), maximising {s.score}:")
         result = sharpen.sharpen_b_factor(
-            mmm.map_manager(), resolution, form, score_name=s.score,
-            search=sharpen.BSearch(b_min=s.search.b_min, b_max=s.search.b_max,
-                                   n_steps=s.search.n_steps, tolerance=s.search.tolerance),
-            b_sharpen=s.b_sharpen, b_iso=s.b_iso, solvent_content=self.params.solvent_content,
+            mmm.map_manager(), resolution, form, score_name=s.score, search=search,
+            b_sharpen=s.b_sharpen, b_iso=s.b_iso, map_wilson_b=map_wilson_b,
+            solvent_content=self.params.solvent_content,
             adjusted_sa=sharpen.AdjustedSaSettings(
                 region_weight=s.adjusted_sa.region_weight,
                 fraction_occupied=s.adjusted_sa.fraction_occupied,
@@ -325,7 +354,56 @@ Examples:
                 max_regions_to_test=s.adjusted_sa.max_regions_to_test),
             workers=workers, report=sharpen.print_scan_point(self.logger, s.score))
         self.report_b_factor(result, form)
+        if s.local:
+            result.map_values = self.sharpen_locally(mmm.map_manager(), form, result, search,
+                                                     halves, resolution, workers)
         return sharpen.map_manager_like(mmm.map_manager(), result.map_values), result
+
+    def solvent_noise_form(self, map_manager, resolution: float, d_min: float,
+                           workers: int) -> sharpen.ShellWeightedForm | None:
+        """The shell weight from the noise in the solvent, or None (logged) without one."""
+        values = map_manager.map_data().as_numpy_array().astype(np.float32)
+        molecule = sharpen.MolecularRegion.of_map(map_manager, resolution,
+                                                  self.params.solvent_content).mask
+        form = sharpen.ShellWeightedForm.from_solvent_noise(
+            sharpen.FourierMap.from_map(values, map_manager.crystal_symmetry().unit_cell(),
+                                        workers), values, molecule, d_min)
+        if form is None:
+            self._print("No noise weight: the solvent is under 10 % of the map or no shell "
+                        "holds significant signal; sharpening without it.")
+        return form
+
+    @staticmethod
+    def fourier_map(map_manager, workers: int) -> sharpen.FourierMap:
+        return sharpen.FourierMap.from_map(map_manager.map_data().as_numpy_array(),
+                                           map_manager.crystal_symmetry().unit_cell(), workers)
+
+    def sharpen_locally(self, map_manager, form, result: sharpen.BFactorSharpening,
+                        search: sharpen.BSearch, halves, resolution: float,
+                        workers: int) -> np.ndarray:
+        """The map sharpened voxel by voxel around the global b_sharpen (local_sharpen.py)."""
+        s = self.params.sharpening
+        d_fit = max(resolution, result.d_signal)
+        d_max = s.local_d_max or 2.0 * d_fit
+        radius = s.local_radius or 1.6 * resolution
+        if not d_max > d_fit:
+            raise Sorry(f"sharpening.local_d_max ({d_max:g} A) must be above the resolution "
+                        f"the local B is fitted to ({d_fit:.2f} A).")
+        fourier = self.fourier_map(map_manager, workers)
+        molecule = sharpen.MolecularRegion.of_map(map_manager, resolution,
+                                                  self.params.solvent_content).mask
+        local = local_sharpen.sharpen_b_locally(
+            fourier, lambda b: form.factors(fourier.d_star_sq, b),
+            halves or [fourier], molecule, result.b_sharpen, d_fit, d_max=d_max,
+            radius=radius, b_min=search.b_min, b_max=search.b_max)
+        summary = local.summary()
+        self.record["local"] = {"from": "half maps" if halves else "map", "d_max": d_max,
+                                "d_min": d_fit, **summary}
+        low, _, median, _, high = summary["b_applied"]
+        self._print(f"Local sharpening (local B from the {self.record['local']['from']}, "
+                    f"{d_max:.2f}-{d_fit:.2f} A, window rms {radius:.1f} A): b_sharpen in the "
+                    f"molecule {median:.1f} A^2 (5-95 %: {low:.1f} to {high:.1f})")
+        return local.map_values
 
     def sharpening_form(self, resolution: float, d_min: float) -> sharpen.SharpeningForm:
         s = self.params.sharpening
@@ -341,17 +419,14 @@ Examples:
             self._print(f"adjusted_sa region weight: {result.region_weight:.2f}")
         if result.b_iso_before is not None:
             self._print(f"Overall B of the input map: {result.b_iso_before:.1f} A^2")
-        self._print(f"Chosen b_sharpen: {result.b_sharpen:.1f} A^2 ({result.choice}); applied "
-                    f"for d > d_cut = {form.d_cut:.2f} A, switching to "
-                    f"{form.high_resolution_b(result.b_sharpen):.1f} A^2 beyond, Fourier "
-                    f"terms to {form.d_min:.2f} A")
+        self._print(f"Chosen b_sharpen: {result.b_sharpen:.1f} A^2 ({result.choice}); "
+                    f"{form.describe(result.b_sharpen)}")
         self.record["b_factor"] = {
             "b_sharpen": result.b_sharpen, "choice": result.choice,
             "score": self.params.sharpening.score if result.scan else None,
             "scan": result.scan.as_dict() if result.scan else None,
             "solvent_fraction": result.solvent_fraction, "region_weight": result.region_weight,
-            "wilson_b_before": result.b_iso_before, "d_cut": form.d_cut,
-            "k_sharpen": form.k_sharpen, "b_blur_hires": form.b_blur_hires}
+            "wilson_b_before": result.b_iso_before, **form.as_dict()}
 
     # ------------------------------------------------------------------------------------------
 

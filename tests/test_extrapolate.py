@@ -1,0 +1,300 @@
+"""meteor.extrapolate: the extrapolation formula and its variants exactly, the extrapolated map
+against the true minor state, the blind occupancy estimators on differences with a known
+occupancy, the weak-signal refusal, and the program's outputs."""
+import json
+
+import numpy as np
+import pytest
+from cctbx.array_family import flex
+
+from meteor_cctbx.diffmap import complex_array
+from meteor_cctbx.extrapolate import (OccupancyNotEstimated, compute_extrapolation,
+                                      difference_gain)
+from meteor_cctbx.family import make_case, source_small, write_case
+from meteor_cctbx.grid import CellGrid
+from meteor_cctbx.map_metrics import map_correlation_near
+from meteor_cctbx.model_phases import load_model, model_structure_factors
+from meteor_cctbx.occupancy import estimate_occupancy
+from meteor_cctbx.phil import default_params
+from meteor_cctbx.programs.extrapolate import Program
+
+from helpers import assert_one_line_sorry, mtz_arrays, run_program
+
+
+@pytest.fixture(scope="module")
+def source():
+    return source_small()
+
+
+def written_case(source, directory, noise_scale: float):
+    """The small family's compact case at occupancy 0.4, written as files, with F_model."""
+    case = make_case(source, "compact", 0.4, noise_scale)
+    paths = write_case(case, directory)
+    model = load_model(paths["model"], case.native.crystal_symmetry())
+    case.f_model = model_structure_factors(model, case.native).f_model
+    case.paths = paths
+    return case
+
+
+@pytest.fixture(scope="module")
+def case(source, tmp_path_factory):
+    return written_case(source, tmp_path_factory.mktemp("extrapolate_case"), 1.0)
+
+
+@pytest.fixture(scope="module")
+def noisy_case(source, tmp_path_factory):
+    """The same at three times the real noise, where denoising matters most."""
+    return written_case(source, tmp_path_factory.mktemp("extrapolate_noisy"), 3.0)
+
+
+def settings(**values):
+    params = default_params("extrapolate")
+    for key, value in values.items():
+        setattr(params.extrapolate, key, value)
+    return params
+
+
+def test_raw_extrapolation_is_the_coquelle_formula_with_propagated_sigmas(case):
+    q = 0.4
+    result = compute_extrapolation(case.derivative, case.native, case.f_model,
+                                   settings(difference="raw", occupancy=q,
+                                            negative_amplitudes="drop"))
+    pair = result.pair
+    f_nat = pair.native.data().as_numpy_array()
+    f_der = pair.derivative.data().as_numpy_array()
+    expected = f_nat + (f_der - f_nat) / q
+    kept = expected >= 0
+    assert result.n_negative == int((~kept).sum()) > 0
+    assert result.f_extr.size() == int(kept.sum())
+    assert np.allclose(result.f_extr.data().as_numpy_array(), expected[kept], rtol=1e-10)
+    n = 1 / q
+    sigma = np.hypot((1 - n) * pair.native.sigmas().as_numpy_array(),
+                     n * pair.derivative.sigmas().as_numpy_array())
+    assert np.allclose(result.f_extr.sigmas().as_numpy_array(), sigma[kept])
+    # FWT counts the extrapolated part twice; DELFWT is F_extr - F_model, on model phases
+    phases = pair.unit_phases[kept]
+    fwt = result.map_coefficients.data().as_numpy_array()
+    assert np.allclose(fwt, (f_nat[kept] + 2 * (expected[kept] - f_nat[kept])) * phases)
+    f_model = case.f_model.common_sets(pair.derivative)[0].data().as_numpy_array()[kept]
+    assert np.allclose(result.delta_coefficients.data().as_numpy_array(),
+                       expected[kept] * phases - f_model)
+
+
+@pytest.mark.parametrize("negative", ["fcalc", "zero"])
+def test_negative_amplitudes_are_replaced(case, negative):
+    result = compute_extrapolation(case.derivative, case.native, case.f_model,
+                                   settings(difference="raw", occupancy=0.4,
+                                            negative_amplitudes=negative))
+    pair = result.pair
+    f_nat = pair.native.data().as_numpy_array()
+    expected = f_nat + (pair.derivative.data().as_numpy_array() - f_nat) / 0.4
+    negative_ones = expected < 0
+    assert result.f_extr.size() == pair.derivative.size()
+    values = result.f_extr.data().as_numpy_array()
+    replacement = np.abs(case.f_model.common_sets(pair.derivative)[0].data().as_numpy_array()) \
+        if negative == "fcalc" else 0.0
+    assert np.allclose(values[negative_ones], np.broadcast_to(replacement, values.shape)
+                       [negative_ones])
+    assert np.allclose(values[~negative_ones], expected[~negative_ones])
+
+
+def test_fcalc_formula_extrapolates_from_the_model(case):
+    result = compute_extrapolation(case.derivative, case.native, case.f_model,
+                                   settings(difference="raw", occupancy=0.5, formula="fcalc",
+                                            negative_amplitudes="drop"))
+    pair = result.pair
+    f_model = case.f_model.common_sets(pair.derivative)[0].data().as_numpy_array()
+    extrapolated = f_model + pair.delta_f * pair.unit_phases / 0.5
+    kept = (extrapolated * np.conj(pair.unit_phases)).real >= 0
+    assert np.allclose(result.f_extr.data().as_numpy_array(), np.abs(extrapolated[kept]))
+
+
+def test_denoised_extrapolation_shows_the_minor_state(noisy_case):
+    """At the true occupancy the extrapolated map is closer to the pure minor state near the
+    ligand than the native map and than the raw-difference extrapolation."""
+    case = noisy_case
+    denoised = compute_extrapolation(case.derivative, case.native, case.f_model,
+                                     settings(occupancy=case.occupancy))
+    raw = compute_extrapolation(case.derivative, case.native, case.f_model,
+                                settings(occupancy=case.occupancy, difference="raw"))
+    pair = denoised.pair
+    native_map = complex_array(pair.native, pair.native.data().as_numpy_array() *
+                               pair.unit_phases)
+
+    def cc(coefficients):
+        return map_correlation_near(coefficients, case.true_minor, case.signal_sites, 3.0)
+
+    assert denoised.difference_gain > 1  # TV rescaling lifted the denoised difference
+    assert cc(denoised.map_coefficients) > cc(native_map) + 0.1
+    assert cc(denoised.map_coefficients) > cc(raw.map_coefficients) + 0.02
+
+
+def test_difference_gain_of_a_scaled_map():
+    rng = np.random.default_rng(0)
+    raw = rng.normal(size=(12, 12, 12)).astype(np.float32)
+    assert difference_gain(2.5 * raw, raw, 3.0) == pytest.approx(2.5)
+    assert difference_gain(-raw, raw, 3.0) == pytest.approx(-1.0)
+
+
+def separated_sites(n: int, cell: float, min_distance: float, rng) -> np.ndarray:
+    """``n`` random fractional sites in a cubic P1 cell, at least ``min_distance`` A apart."""
+    sites = []
+    while len(sites) < n:
+        site = rng.uniform(size=3)
+        if all(np.linalg.norm(((site - other + 0.5) % 1 - 0.5) * cell) >= min_distance
+               for other in sites):
+            sites.append(site)
+    return np.array(sites)
+
+
+@pytest.fixture(scope="module")
+def ideal():
+    """Structure factors of 'native' (120 oxygens, B 15 A^2, >= 3.2 A apart, P1 cube of 30 A)
+    and of 'minor' states with 12 oxygens removed or 12 added, at 2 A; the model is the
+    native itself, so the theory behind the estimators holds."""
+    from cctbx import crystal, xray
+
+    rng = np.random.default_rng(3)
+    sites = separated_sites(144, 30.0, 3.2, rng)
+    symmetry = crystal.symmetry(unit_cell=(30, 30, 30, 90, 90, 90), space_group_symbol="P 1")
+
+    def structure(fractional):
+        return xray.structure(crystal_symmetry=symmetry, scatterers=flex.xray_scatterer(
+            [xray.scatterer("O", tuple(site), b=15.0) for site in fractional]))
+
+    miller_set = structure(sites).build_miller_set(anomalous_flag=False, d_min=2.0)
+
+    def f(fractional):
+        return structure(fractional).structure_factors(
+            d_min=2.0, algorithm="direct").f_calc().common_sets(miller_set)[0]
+
+    native = f(sites[:132])
+    states = {"added": f(sites), "removed": f(sites[:120])}
+    return native, states, CellGrid.for_set(native, sampling=3)
+
+
+def ideal_difference(native, minor, q: float) -> np.ndarray:
+    """Half the true change times q: what a projection on the true native phases carries."""
+    return 0.5 * q * (minor.data().as_numpy_array() - native.data().as_numpy_array())
+
+
+@pytest.mark.parametrize("q", [0.25, 0.6])
+def test_appear_recovers_the_occupancy_of_added_atoms(ideal, q):
+    native, states, grid = ideal
+    f_nat = native.data().as_numpy_array()
+    difference = ideal_difference(native, states["added"], q)
+    estimate = estimate_occupancy(f_nat, f_nat, difference, grid, n_bootstrap=30)
+    appear = estimate.estimators["appear"]
+    assert appear.estimate == pytest.approx(q, rel=0.15)
+    assert appear.interval[0] <= appear.estimate <= appear.interval[1]
+    # no model atom leaves: vanish withholds rather than inventing a number, and the
+    # default (combined) rests on appear alone
+    assert estimate.estimators["vanish"].estimate is None
+    assert "too little" in estimate.estimators["vanish"].warning
+    assert estimate.chosen.estimate == pytest.approx(appear.estimate)
+    # linear in the difference, and reproducible
+    again = estimate_occupancy(f_nat, f_nat, 2 * difference, grid, n_bootstrap=30)
+    assert again.estimators["appear"].point == pytest.approx(2 * appear.point, rel=1e-4)
+    same = estimate_occupancy(f_nat, f_nat, difference, grid, n_bootstrap=30)
+    assert same.estimators["appear"].interval == appear.interval
+
+
+def test_vanish_recovers_the_occupancy_of_removed_atoms(ideal):
+    native, states, grid = ideal
+    f_nat = native.data().as_numpy_array()
+    difference = ideal_difference(native, states["removed"], 0.5)
+    estimate = estimate_occupancy(f_nat, f_nat, difference, grid, method="vanish",
+                                  n_bootstrap=30)
+    assert estimate.chosen.estimate == pytest.approx(0.5, rel=0.15)
+    assert estimate.estimators["appear"].estimate is None
+
+
+def test_noise_only_difference_is_refused_not_estimated(case):
+    """Derivative = native with fresh noise: no number comes out, and the message says why and
+    what to do."""
+    rng = np.random.default_rng(1)
+    native = case.native
+    sigmas = native.sigmas().as_numpy_array()
+    noisy = native.customized_copy(data=native.data() + native.sigmas() *
+                                   type(native.data())(rng.normal(size=sigmas.size)))
+    with pytest.raises(OccupancyNotEstimated) as error:
+        compute_extrapolation(noisy, native, case.f_model, settings())
+    assert "extrapolate.occupancy=" in str(error.value)
+    assert error.value.estimate.chosen.estimate is None
+
+
+@pytest.fixture(scope="module")
+def program_run(case, tmp_path_factory):
+    import contextlib
+    import io
+    import os
+
+    from meteor_cctbx.command_line import run_as_command
+
+    out = tmp_path_factory.mktemp("extrapolate_run")
+    cwd = os.getcwd()
+    os.chdir(out)
+    buffer = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(buffer):
+            status = run_as_command(Program, [str(case.paths[k]) for k in
+                                              ("derivative", "native", "model")] +
+                                    ["extrapolate.n_bootstrap=20"])
+    finally:
+        os.chdir(cwd)
+    assert status == 0, buffer.getvalue()[-3000:]
+    return out, buffer.getvalue()
+
+
+def test_program_outputs(program_run):
+    out, log = program_run
+    arrays = mtz_arrays(out / "meteor_extrapolate.mtz")
+    assert set(arrays) == {"FEXTR,SIGFEXTR", "FWT,PHWT", "DELFWT,PHDELWT"}
+    assert arrays["FEXTR,SIGFEXTR"].sigmas() is not None
+    record = json.loads((out / "meteor_extrapolate.json").read_text())
+    occupancy = record["result"]["occupancy"]
+    assert occupancy["method"] == "combined"
+    low, high = occupancy["interval"]
+    assert 0 < low <= occupancy["estimate"] <= high <= 1
+    for name in ("vanish", "appear", "combined"):
+        curve = occupancy["estimators"][name]["curve"]
+        assert len(curve["occupancy"]) == len(curve["value"]) > 10
+    assert record["program"] == "meteor.extrapolate"
+    assert (out / "meteor_extrapolate.png").stat().st_size > 1000
+    assert "Occupancy estimators" in log and "N = " in log
+
+
+def test_program_refuses_to_overwrite(program_run, case, capsys, monkeypatch):
+    out, _ = program_run
+    monkeypatch.chdir(out)
+    before = (out / "meteor_extrapolate.json").read_bytes()
+    status, _, err = run_program(Program, [case.paths["derivative"], case.paths["native"],
+                                           case.paths["model"], "extrapolate.occupancy=0.5"],
+                                 capsys)
+    assert_one_line_sorry(status, err, "overwrite")
+    assert (out / "meteor_extrapolate.json").read_bytes() == before
+
+
+def test_given_occupancy_and_show_defaults(case, in_tmp, capsys):
+    status, out, _ = run_program(Program, ["--show-defaults"], capsys)
+    assert status == 0
+    for key in ("difference = *diffmap phaseboost raw", "occupancy = Auto",
+                "negative_amplitudes = *fcalc zero drop", "formula = *fobs fcalc",
+                "prefix = meteor_extrapolate", "tv_weights_to_scan"):
+        assert key in out, key
+    status, _, err = run_program(Program, [case.paths["derivative"], case.paths["native"],
+                                           case.paths["model"], "extrapolate.occupancy=0.5",
+                                           "output.prefix=given", "extrapolate.difference=raw"],
+                                 capsys)
+    assert status == 0, err
+    record = json.loads((in_tmp / "given.json").read_text())
+    assert record["result"]["occupancy"] == {"estimate": 0.5, "interval": None,
+                                             "method": "given"}
+
+
+def test_zero_occupancy_is_refused_without_output(case, in_tmp, capsys):
+    status, _, err = run_program(Program, [case.paths["derivative"], case.paths["native"],
+                                           case.paths["model"], "extrapolate.occupancy=0",
+                                           "extrapolate.difference=raw"], capsys)
+    assert_one_line_sorry(status, err, "extrapolate.occupancy")
+    assert not list(in_tmp.iterdir())
