@@ -12,7 +12,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-PROGRAMS = ("diffmap", "phaseboost", "sharpen", "local_scale")
+PROGRAMS = ("diffmap", "phaseboost", "sharpen", "local_scale", "extrapolate")
 
 
 def script(name: str) -> Path:
