@@ -81,8 +81,11 @@ def resolve_files(params, reflection_files: Sequence[str], model_files: Sequence
 
 def check_not_identical(derivative: miller.array, native: miller.array, derivative_source: str,
                         native_source: str) -> None:
-    """Sorry when the two data sets hold the same amplitudes: their difference is zero."""
-    a, b = derivative.common_sets(native)
+    """Sorry when the two data sets hold the same amplitudes: their difference is zero.  (The
+    derivative's cell may differ from the native's within isomorphism.max_cell_difference:
+    it is compared on the native's.)"""
+    a, b = derivative.customized_copy(crystal_symmetry=native.crystal_symmetry()).common_sets(
+        native)
     if a.size() and a.size() == native.size() and a.data().all_eq(b.data()):
         raise Sorry(f"The derivative ({derivative_source}) and the native ({native_source}) "
                     f"hold identical amplitudes: their difference map would be rounding "

@@ -287,7 +287,11 @@ def enhance(raw: np.ndarray, sigma_delta: np.ndarray | None, grid: CellGrid, par
     timings["tv"] = time.perf_counter() - step
     criteria = {"kweight": k_choice.criterion if k_choice else None,
                 "tv": tv_choice.criterion if tv_choice else None,
-                "tv_determined_by_data": tv_choice.determined if tv_choice else None}
+                "tv_determined_by_data": tv_choice.determined if tv_choice else None,
+                # bootstrap standard errors of CC_free (validation.n_bootstrap) behind the
+                # determined / not determined decisions; None without validation
+                "tv_cc_free_standard_error": tv_choice.standard_error if tv_choice else None,
+                "k_cc_free_standard_error": k_choice.standard_error if k_choice else None}
     return Enhancement(coefficients, final_map, k, k_choice.scan if k_choice else None, weight,
                        tv_choice.scan if tv_choice else None,
                        {"raw": negentropy(raw_map), "kweighted": negentropy(weighted_map),

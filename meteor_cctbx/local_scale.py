@@ -20,7 +20,7 @@ from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Callable
+from typing import TextIO
 
 import numpy as np
 # cctbx's extensions must load before scipy's: the reverse order loads scipy's older bundled
@@ -29,7 +29,7 @@ from scitbx.array_family import flex
 import scipy.fft  # noqa: E402 (after flex, see above)
 import scipy.ndimage  # noqa: E402
 import scipy.optimize  # noqa: E402
-from libtbx.utils import Sorry
+from libtbx.utils import Sorry, null_out
 
 from meteor_cctbx.grid import fft_workers
 
@@ -620,14 +620,14 @@ def peak_memory(shape, params, geometry: GridGeometry) -> float:
 
 
 def estimate_local_scale(values: np.ndarray, geometry: GridGeometry, params,
-                         solvent_mask: np.ndarray | None = None,
-                         log: Callable[[str], None] = lambda message: None
+                         solvent_mask: np.ndarray | None = None, log: TextIO | None = None
                          ) -> LocalScaleResult:
     """Local scale, confidence and (when asked for) modified map of ``values``.
 
     ``params`` is the program's PHIL extract (scopes scale, solvent, modify and nproc; see
     ``meteor_cctbx.phil.default_params("local_scale")``); ``solvent_mask`` an optional
-    solvent-definition mask on the same grid.  ``log`` receives one line per step.
+    solvent-definition mask on the same grid.  ``log`` (file-like, as every module's log;
+    None: silent) receives one line per step.
     """
     check_settings(params, geometry)
     values = np.ascontiguousarray(values, dtype=np.float32)
@@ -644,7 +644,7 @@ def estimate_local_scale(values: np.ndarray, geometry: GridGeometry, params,
         nonlocal clock
         now = time.perf_counter()
         timings[name] = now - clock
-        log(f"  {message}: {now - clock:.2f} s")
+        print(f"  {message}: {now - clock:.2f} s", file=log or null_out())
         clock = now
 
     resolution = params.scale.lowpass or default_lowpass(geometry)

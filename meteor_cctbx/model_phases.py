@@ -22,7 +22,8 @@ from libtbx.utils import Sorry, null_out
 
 from meteor_cctbx.cif_check import check_cif, looks_like_cif
 from meteor_cctbx.file_checks import check_input_file
-from meteor_cctbx.reflections import fmt_cell, max_cell_difference, one_line
+from meteor_cctbx.messages import one_line
+from meteor_cctbx.reflections import fmt_cell, max_cell_difference
 
 SCATTERING_TABLES = ("n_gaussian", "wk1995", "it1992", "electron", "neutron")
 
@@ -41,7 +42,7 @@ def load_model(path: str | os.PathLike, data_symmetry: crystal.symmetry | None =
     try:
         model_input = iotbx.pdb.input(file_name=str(path))
     except Exception as error:
-        raise Sorry(f"Cannot read model {path}: {one_line(error)}; give a PDB or mmCIF "
+        raise Sorry(f"Cannot read model {path}: {one_line(error, 200)}; give a PDB or mmCIF "
                     f"model.") from error
     atoms = model_input.atoms()
     if atoms.size() == 0:
@@ -74,7 +75,7 @@ def load_model(path: str | os.PathLike, data_symmetry: crystal.symmetry | None =
     try:
         model = mmtbx.model.manager(model_input=model_input, crystal_symmetry=symmetry, log=log)
     except Exception as error:
-        raise Sorry(f"Cannot build a model from {path}: {one_line(error)}.") from error
+        raise Sorry(f"Cannot build a model from {path}: {one_line(error, 200)}.") from error
     return model
 
 
@@ -167,7 +168,7 @@ def model_structure_factors(model: mmtbx.model.manager, native: miller.array,
             k_mask_mean = 0.0
     except RuntimeError as error:  # mmtbx asserts when the model scatters nothing
         raise Sorry(f"The model's structure factors cannot be fitted to the native data "
-                    f"({one_line(error)[-80:]}): check the model's coordinates, B-factors and "
+                    f"({one_line(error, 200)[-80:]}): check the model's coordinates, B-factors and "
                     f"occupancies.") from error
     amplitudes = flex.abs(f_model.data()).as_numpy_array()
     if not np.isfinite(amplitudes).all() or not amplitudes.any():

@@ -143,14 +143,22 @@ def release_outputs() -> None:
 atexit.register(release_outputs)
 
 
+#: Set by command_line.run_as_command: a function giving (path, text) of the run's log
+#: (run_log), written as a member of the output set when it completes; None outside a
+#: command-line run.
+RUN_LOG: contextvars.ContextVar[Callable[[], tuple[Path, str] | None] | None] = \
+    contextvars.ContextVar("meteor_run_log", default=None)
+
+
 @contextlib.contextmanager
 def output_set() -> Iterator[None]:
     """Make the files written by ``atomic_path`` inside the block appear together at its end.
 
     Each is written and checked under a temporary name; when the block completes, the previous
     JSON record (the mark of a complete set) is removed and the new files are renamed into
-    place, the JSON record last.  If the block fails, no destination is touched and the
-    temporary files are removed.  Inside another set, the block's files join that set.
+    place, the JSON record last.  The run log (RUN_LOG) joins the set.  If the block fails,
+    no destination is touched and the temporary files are removed.  Inside another set, the
+    block's files join that set.
     """
     if _staged.get() is not None:
         yield
@@ -159,6 +167,10 @@ def output_set() -> Iterator[None]:
     token = _staged.set(staged)
     try:
         yield
+        run_log = RUN_LOG.get()
+        entry = run_log() if run_log is not None else None
+        if entry is not None:
+            write_bytes(entry[0], entry[1].encode())
         _staged.reset(token)
         token = None
         _commit(staged)

@@ -16,6 +16,7 @@ from libtbx.utils import Sorry, null_out
 
 from meteor_cctbx.cif_check import check_cif, looks_like_cif
 from meteor_cctbx.file_checks import check_input_file
+from meteor_cctbx.messages import one_line
 from meteor_cctbx.mtz_check import check_mtz, is_mtz
 
 
@@ -54,20 +55,16 @@ def read_miller_arrays(path: str | os.PathLike) -> list[miller.array]:
     except Sorry as error:  # ours, or iotbx's (CifBuilderError: several lines, no file name)
         if str(error).startswith(f"Cannot read {path}:"):
             raise
-        raise Sorry(f"Cannot read {path}: {one_line(error)}; check or re-export the file."
+        raise Sorry(f"Cannot read {path}: {one_line(error, 200)}; check or re-export the file."
                     ) from error
     except Exception as error:  # iotbx raises RuntimeError/AssertionError/... on damaged files
-        raise Sorry(f"Cannot read {path}: the file is damaged or truncated ({one_line(error)}); "
+        raise Sorry(f"Cannot read {path}: the file is damaged or truncated "
+                    f"({one_line(error, 200)}); "
                     f"re-export it.") from error
     if not arrays:
         raise Sorry(f"Reflection file {path} holds no reflection data: give a file with "
                     f"amplitude or intensity columns.")
     return arrays
-
-
-def one_line(error: object) -> str:
-    text = " ".join(str(error).split())
-    return text[:200] or type(error).__name__
 
 
 def label_string(array: miller.array) -> str:
@@ -194,7 +191,7 @@ def as_amplitudes(array: miller.array, source: str, role: str,
             array = array.french_wilson(log=null_out())
         except Exception as error:  # cctbx asserts on data it cannot treat
             raise Sorry(f"French-Wilson failed for {role} intensities {labels} in {source} "
-                        f"({one_line(error)}): give amplitudes or check the columns."
+                        f"({one_line(error, 200)}): give amplitudes or check the columns."
                         ) from error
     negative = (array.data() < 0).count(True)
     if negative:

@@ -4,8 +4,29 @@ from __future__ import annotations
 from pathlib import Path
 
 import iotbx.mtz
+import numpy as np
 
 from meteor_cctbx.command_line import run_as_command
+
+#: Fixed k and TV weight: a difference-map run in about a second (no scans).
+FAST = ["kweight.mode=fixed", "tv.mode=fixed"]
+
+#: Every output of a default-prefix meteor.diffmap run with output.map=True.
+DIFFMAP_OUTPUTS = ("meteor_diffmap.mtz", "meteor_diffmap.json", "meteor_diffmap.png",
+                   "meteor_diffmap.ccp4", "meteor_diffmap.log")
+
+
+def example_inputs(example) -> list[str]:
+    """Derivative, native and model files of an example fixture (conftest.example)."""
+    return [str(example.dir / name) for name in ("derivative.mtz", "native.mtz", "model.pdb")]
+
+
+def read_map(path: Path):
+    """(map_manager, numpy array of its values) of a CCP4/MRC map file."""
+    from iotbx.map_manager import map_manager
+
+    manager = map_manager(str(path))
+    return manager, manager.map_data().as_numpy_array()
 
 
 def run_program(program_class, args, capsys) -> tuple[int, str, str]:
@@ -28,3 +49,14 @@ def assert_one_line_sorry(status: int, err: str, *fragments: str) -> None:
     assert "Traceback" not in err
     for fragment in fragments:
         assert fragment in lines[0], (fragment, lines[0])
+
+
+def local_scale_params(**settings):
+    """Default local_scale parameters with ``scope__name=value`` overrides."""
+    from meteor_cctbx.phil import default_params
+
+    extract = default_params("local_scale")
+    for key, value in settings.items():
+        scope, name = key.split("__")
+        setattr(getattr(extract, scope), name, value)
+    return extract

@@ -29,13 +29,25 @@ def test_final_map_beats_raw_difference_map(example, default_result):
 def test_chosen_tv_weight_is_an_interior_optimum_in_rms_units(default_result):
     tv_scan = default_result.tv_scan
     relative = default_result.metadata["tv_weight_relative"]
-    assert relative == tv_scan.best.parameter
+    assert relative == max(tv_scan.points, key=lambda p: p.score).parameter
     weights = sorted(p.parameter for p in tv_scan.points)
     assert weights[1] < relative < weights[-1]  # interior optimum
     assert 0.3 < relative < 3.0  # the weight sits near the noise level of the map
     assert 0 <= default_result.k_parameter <= 1
     negentropy = default_result.metadata["negentropy"]
     assert negentropy["final"] > negentropy["kweighted"]
+
+
+def test_optimised_map_is_the_one_its_chosen_parameters_give(default_result):
+    """The final map is TV(k-weighted raw map) at the chosen k and weight, recomputed here."""
+    from meteor_cctbx import kweight, tv
+
+    result = default_result
+    raw = result.raw_coefficients.data().as_numpy_array()
+    weighted = result.grid.to_map(raw * kweight.kweights(raw, result.pair.sigma_delta,
+                                                         result.k_parameter))
+    assert np.abs(result.final_map - tv.denoise(weighted, result.tv_weight)).max() < \
+        1e-4 * np.abs(result.final_map).max()
 
 
 def test_difference_is_derivative_minus_native(example, f_model):

@@ -10,9 +10,8 @@ from meteor_cctbx.programs.diffmap import Program
 from meteor_cctbx.record import write_map_coefficients_mtz
 from meteor_cctbx.map_metrics import map_correlation
 
-from helpers import assert_one_line_sorry, mtz_arrays, run_program
+from helpers import FAST, assert_one_line_sorry, mtz_arrays, run_program
 
-FAST = ["kweight.mode=fixed", "tv.mode=fixed"]
 
 
 def write_mtz(path: Path, array, root: str) -> Path:

@@ -18,12 +18,15 @@ from libtbx.utils import Sorry
 
 from meteor_cctbx import local_scale as ls
 from meteor_cctbx.command_line.local_scale import main
-from meteor_cctbx.phil import default_params
 
 import scipy.ndimage  # noqa: E402 (scipy after cctbx, see meteor_cctbx.local_scale)
 from scipy.spatial import cKDTree  # noqa: E402
 
-from helpers import assert_one_line_sorry
+from meteor_cctbx.phil import default_params
+from meteor_cctbx.record import params_as_dict
+
+from helpers import assert_one_line_sorry, read_map
+from helpers import local_scale_params as params
 
 PIXEL = 1.0
 MOLECULE_EDGE = 24.0  # A, edge of the cube the molecule's atoms fill
@@ -85,15 +88,6 @@ def synthetic():
     full_copy = clean[:shift] > 0.1 * clean.max()  # density voxels of copy A
     return {"clean": clean, "shift": shift, "full_copy": full_copy,
             "atom_distance": distance.reshape(BOX).astype(np.float32)}
-
-
-def params(**settings):
-    """Default local_scale parameters with ``scope__name=value`` overrides."""
-    extract = default_params("local_scale")
-    for key, value in settings.items():
-        scope, name = key.split("__")
-        setattr(getattr(extract, scope), name, value)
-    return extract
 
 
 GEOMETRY = ls.GridGeometry.orthogonal(PIXEL)
@@ -366,11 +360,6 @@ def write_box_map(path: Path, values: np.ndarray, label: str) -> None:
     template.write_map(str(path))
 
 
-def read_map(path: Path):
-    mm = map_manager(str(path))
-    return mm, mm.map_data().as_numpy_array()
-
-
 @pytest.fixture(scope="module")
 def box_map(synthetic, tmp_path_factory):
     directory = tmp_path_factory.mktemp("box")
@@ -487,4 +476,10 @@ def test_show_defaults_is_a_parameter_file_that_runs(box_map, tmp_path, capsys):
     assert "kernel_radius" in defaults.read_text()
     assert main([str(directory / "two copies.mrc"), str(defaults),
                  f"output.prefix={tmp_path / 'run'}"]) == 0
-    assert (tmp_path / "run_scale.mrc").exists()
+    record = json.loads((tmp_path / "run.json").read_text())
+    expected = params_as_dict(default_params("local_scale"))
+    given = {k: v for k, v in record["parameters"].items()
+             if k in expected and k != "output.prefix"}
+    assert given == {k: expected[k] for k in given} and len(given) == len(expected) - 1
+    log_header = (tmp_path / "run.log").read_text().split("=" * 79)[0]
+    assert "prefix = " in log_header and "kernel_radius" not in log_header  # only the prefix

@@ -20,15 +20,10 @@ from meteor_cctbx.phil import UNUSED_TEMPLATE_OUTPUT, default_params
 from meteor_cctbx.programs import diffmap, local_scale, phaseboost, sharpen
 from meteor_cctbx.record import write_map_coefficients_mtz
 
-from helpers import assert_one_line_sorry, mtz_arrays, run_program
+from helpers import FAST, assert_one_line_sorry, example_inputs, mtz_arrays, run_program
 
 PROGRAMS = {"diffmap": diffmap.Program, "phaseboost": phaseboost.Program,
             "sharpen": sharpen.Program, "local_scale": local_scale.Program}
-FAST = ["kweight.mode=fixed", "tv.mode=fixed"]
-
-
-def example_inputs(example) -> list[str]:
-    return [str(example.dir / name) for name in ("derivative.mtz", "native.mtz", "model.pdb")]
 
 
 # 2. default outputs ---------------------------------------------------------------------------

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -22,16 +20,11 @@ import pytest
 from meteor_cctbx.programs.diffmap import Program as Diffmap
 from meteor_cctbx.programs.sharpen import Program as Sharpen
 
-from helpers import run_program
+from helpers import DIFFMAP_OUTPUTS, FAST, example_inputs, run_program
 
-OUTPUTS = ("meteor_diffmap.mtz", "meteor_diffmap.json", "meteor_diffmap.png",
-           "meteor_diffmap.ccp4")
+OUTPUTS = DIFFMAP_OUTPUTS
 RECORD = "meteor_diffmap.json"
-FAST = ["kweight.mode=fixed", "tv.mode=fixed", "output.map=True", "output.overwrite=True"]
-
-
-def inputs(example) -> list[str]:
-    return [str(example.dir / n) for n in ("derivative.mtz", "native.mtz", "model.pdb")]
+WRITE_ALL = FAST + ["output.map=True", "output.overwrite=True"]
 
 
 def visible_files(directory: Path) -> dict[str, bytes]:
@@ -53,9 +46,17 @@ def without_timings(value):
     return value
 
 
+def log_header(log: bytes) -> bytes:
+    """The run log's header (versions, command line, non-default parameters, citations); the
+    rest is the printed log, which holds clock times."""
+    return log.split(b"=" * 79)[0]
+
+
 def same_output(name: str, a: bytes, b: bytes) -> bool:
     if name.endswith(".json"):
         return without_timings(json.loads(a)) == without_timings(json.loads(b))
+    if name.endswith(".log"):
+        return log_header(a) == log_header(b)
     return a == b
 
 
@@ -88,7 +89,7 @@ def test_every_step_of_writing_shows_the_previous_set_or_the_new_one(example, in
             states.append(visible_files(in_tmp))  # what a kill just before this step leaves
             return _real(*args, **kwargs)
         monkeypatch.setattr(os, function, step)
-    status, _, err = run_program(Diffmap, inputs(example) + FAST, capsys)
+    status, _, err = run_program(Diffmap, example_inputs(example) + WRITE_ALL, capsys)
     monkeypatch.undo()
     assert status == 0, err
     new = visible_files(in_tmp)
@@ -99,36 +100,73 @@ def test_every_step_of_writing_shows_the_previous_set_or_the_new_one(example, in
     assert states[0] == previous  # nothing changed while the outputs were being written
 
 
+#: Runs meteor.diffmap (arguments after the first) in a process that SIGKILLs itself just
+#: before its n-th call (first argument) of os.replace or os.remove: a fixed point of the
+#: commit, not a moment that depends on timing.
+KILL_AT_STEP = """
+import os, signal, sys
+import meteor_cctbx
+from meteor_cctbx.command_line.diffmap import main
+stop_at, calls = int(sys.argv[1]), [0]
+def step(real):
+    def call(*args, **kwargs):
+        if calls[0] == stop_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+        calls[0] += 1
+        return real(*args, **kwargs)
+    return call
+os.replace, os.remove = step(os.replace), step(os.remove)
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def count_steps(example, directory: Path, monkeypatch, capsys) -> int:
+    """Calls of os.replace and os.remove in a run over a previous output set: the commit's
+    (removal of the previous record, then one rename per output) and the lock's removal."""
+    calls = []
+    for function in ("replace", "remove"):
+        real = getattr(os, function)
+
+        def step(*args, _real=real, **kwargs):
+            calls.append(args)
+            return _real(*args, **kwargs)
+        monkeypatch.setattr(os, function, step)
+    status, _, err = run_program(Diffmap, example_inputs(example) + WRITE_ALL, capsys)
+    monkeypatch.undo()
+    assert status == 0, err
+    return len(calls)
+
+
 def test_killed_runs_leave_the_previous_or_the_complete_outputs(example, tmp_path, capsys,
                                                                monkeypatch):
-    """SIGKILL real runs at moments spread over the run, most near the writing of outputs."""
+    """SIGKILL real runs at fixed steps of the commit: before its first step (the removal of
+    the previous record), between two renames, and before the record's rename."""
     reference = tmp_path / "reference"
     reference.mkdir()
-    monkeypatch.chdir(reference)
-    assert run_program(Diffmap, inputs(example) + FAST, capsys)[0] == 0
-    new = visible_files(reference)
     previous = {name: f"previous {name}".encode() for name in OUTPUTS}
-    rng = random.Random(4)
-    moments = [("Data:", 0.0), ("Isomorphism", rng.uniform(0.0, 0.3))]
-    environment = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    for i, (trigger, delay) in enumerate(moments):
-        directory = tmp_path / f"kill{i}"
+    for name, content in previous.items():
+        (reference / name).write_bytes(content)
+    monkeypatch.chdir(reference)
+    n_steps = count_steps(example, reference, monkeypatch, capsys)
+    new = visible_files(reference)
+    assert n_steps == 1 + len(OUTPUTS) + 1, n_steps
+    for stop_at in (0, 3, len(OUTPUTS)):
+        directory = tmp_path / f"kill{stop_at}"
         directory.mkdir()
         for name, content in previous.items():
             (directory / name).write_bytes(content)
-        process = subprocess.Popen([sys.executable, "-m", "meteor_cctbx.command_line.diffmap",
-                                    *inputs(example), *FAST], cwd=directory,
-                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                   env=environment)
-        for line in process.stdout:
-            if line.startswith(trigger):
-                break
-        time.sleep(delay)
-        process.send_signal(signal.SIGKILL)
-        process.wait()
-        process.stdout.close()
+        result = subprocess.run([sys.executable, "-c", KILL_AT_STEP, str(stop_at),
+                                 *example_inputs(example), *WRITE_ALL], cwd=directory,
+                                capture_output=True, text=True)
+        assert result.returncode == -signal.SIGKILL, result.stderr[-2000:]
         state = visible_files(directory)
         assert_previous_or_new(state, previous, new)
+        if stop_at == 0:  # nothing touched yet
+            assert state == previous
+        else:  # the previous record is gone, stop_at - 1 new files are in place, none half
+            assert RECORD not in state and set(state) == set(OUTPUTS) - {RECORD}
+            renamed = [n for n in state if state[n] != previous[n]]
+            assert len(renamed) == stop_at - 1, (stop_at, renamed)
         assert all(p.name.startswith(".meteor_diffmap.") for p in directory.iterdir()
                    if p.name not in state)  # only hidden temporaries may remain
 
@@ -154,7 +192,7 @@ def test_same_inputs_give_identical_outputs_with_one_or_two_threads(example, tmp
             assert record_one == record_two
             assert record_one["result"]["tv_weight"] > 0  # the optimised scans ran
         else:
-            assert one[name] == two[name], name
+            assert same_output(name, one[name], two[name]), name
 
 
 def test_sharpen_outputs_are_identical_with_one_or_two_threads(example, tmp_path, capsys,
@@ -162,7 +200,8 @@ def test_sharpen_outputs_are_identical_with_one_or_two_threads(example, tmp_path
     from meteor_cctbx.command_line import run_as_command
 
     monkeypatch.chdir(tmp_path)
-    assert run_as_command(Diffmap, inputs(example) + FAST + ["output.prefix=input"]) == 0
+    assert run_as_command(Diffmap, example_inputs(example) + WRITE_ALL
+                          + ["output.prefix=input"]) == 0
     outputs = []
     for threads in ("1", "2"):
         directory = tmp_path / f"nproc{threads}"
@@ -173,7 +212,8 @@ def test_sharpen_outputs_are_identical_with_one_or_two_threads(example, tmp_path
         assert status == 0, err
         outputs.append(visible_files(directory))
     one, two = outputs
-    assert set(one) == set(two) == {f"meteor_sharpen.{s}" for s in ("ccp4", "mtz", "png", "json")}
+    assert set(one) == set(two) == {f"meteor_sharpen.{s}"
+                                    for s in ("ccp4", "mtz", "png", "json", "log")}
     for name in ("meteor_sharpen.ccp4", "meteor_sharpen.mtz", "meteor_sharpen.png"):
         assert one[name] == two[name], name
     records = [without_timings(json.loads(o["meteor_sharpen.json"])) for o in outputs]

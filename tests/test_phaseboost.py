@@ -36,7 +36,8 @@ def test_retrieved_phases_are_closer_to_the_truth(example, boosted):
     native_phased = np.abs(retrieved.data().as_numpy_array()) * boosted.pair.unit_phases
     before = weighted_phase_error(native_phased, true_values)
     after = weighted_phase_error(retrieved.data().as_numpy_array(), true_values)
-    assert after < before - 0.2, (before, after)
+    # measured: 14.79 -> 14.43 deg; a loop that left the phases alone would give no drop
+    assert after < before - 0.3 and after < 14.55, (before, after)
     # measured derivative amplitudes are kept
     assert np.allclose(np.abs(retrieved.data().as_numpy_array()),
                        boosted.pair.derivative.data().as_numpy_array())
@@ -45,8 +46,10 @@ def test_retrieved_phases_are_closer_to_the_truth(example, boosted):
 def test_map_beats_diffmap_on_the_same_inputs(example, example_f_model, boosted):
     diffmap = compute_diffmap(example.pair.derivative, example.pair.native, example_f_model)
     truth = example.pair.true_difference
-    assert map_correlation(boosted.map_coefficients, truth) > \
-        map_correlation(diffmap.map_coefficients, truth) + 0.02
+    boosted_cc = map_correlation(boosted.map_coefficients, truth)
+    diffmap_cc = map_correlation(diffmap.map_coefficients, truth)
+    assert boosted_cc > diffmap_cc + 0.02 and boosted_cc > 0.955, (boosted_cc, diffmap_cc)
+    # measured: 0.9635 against diffmap's 0.938
 
 
 def run_loop(example, example_f_model, **settings):

@@ -29,12 +29,10 @@ from meteor_cctbx.record import write_map_coefficients_mtz
 from meteor_cctbx.reflections import as_amplitudes, match_indexing
 from meteor_cctbx.synthetic import random_protein_like
 
-from helpers import assert_one_line_sorry, mtz_arrays, run_program
-from test_outputs import without_timings
+from helpers import DIFFMAP_OUTPUTS, FAST, assert_one_line_sorry, mtz_arrays, run_program
+from test_outputs import same_output, without_timings
 
-FAST = ["kweight.mode=fixed", "tv.mode=fixed"]
-OUTPUTS = ("meteor_diffmap.mtz", "meteor_diffmap.json", "meteor_diffmap.png",
-           "meteor_diffmap.ccp4")
+OUTPUTS = DIFFMAP_OUTPUTS
 
 
 def write_raw_mtz(path: Path, symmetry, indices, columns, original_indices: bool = False
@@ -761,7 +759,7 @@ def test_closed_stdout_still_runs(small_map, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "run.cxc", "run.json", "run.png", "run_confidence.mrc", "run_scale.mrc"]
+        "run.cxc", "run.json", "run.log", "run.png", "run_confidence.mrc", "run_scale.mrc"]
 
 
 @pytest.fixture(scope="module")
@@ -911,7 +909,8 @@ def test_leftovers_of_killed_runs_are_removed_by_the_next_run(files, in_tmp, cap
                                  capsys)
     assert status == 0, err
     assert sorted(p.name for p in in_tmp.iterdir()) == sorted(
-        [".other.mtz.k3j2_x9a.tmp.mtz", "meteor_diffmap.json", "meteor_diffmap.mtz",
+        [".other.mtz.k3j2_x9a.tmp.mtz", "meteor_diffmap.json", "meteor_diffmap.log",
+         "meteor_diffmap.mtz",
          "meteor_diffmap.png"])
 
 
@@ -946,7 +945,7 @@ def test_sigterm_while_writing_leaves_the_previous_set_and_no_temporary(files, s
 
 
 def test_local_scale_full_disk_keeps_the_previous_set(small_map, in_tmp, capsys, monkeypatch):
-    names = ("run.cxc", "run.json", "run.png", "run_confidence.mrc", "run_scale.mrc")
+    names = ("run.cxc", "run.json", "run.log", "run.png", "run_confidence.mrc", "run_scale.mrc")
     previous = {name: f"previous {name}".encode() for name in names}
     for name, content in previous.items():
         (in_tmp / name).write_bytes(content)
@@ -1022,11 +1021,7 @@ def test_identical_runs_give_identical_files(example, small_map, labelled_half_m
     for name, content in one.items():  # no clock in map labels (runs may share a second)
         assert not (name.endswith((".mrc", ".ccp4")) and _ASCTIME.search(content[224:1024]))
     for name in one:
-        if name.endswith(".json"):
-            assert without_timings(json.loads(one[name])) == without_timings(
-                json.loads(two[name]))
-        else:
-            assert one[name] == two[name], name
+        assert same_output(name, one[name], two[name]), name
 
 
 def test_the_package_has_no_import_circle():
@@ -1057,7 +1052,7 @@ def test_every_step_of_local_scale_writing_shows_the_previous_set_or_the_new_one
         small_map, in_tmp, capsys, monkeypatch):
     """What a kill before each rename or removal would leave: the previous set or, once the
     JSON record is new, the whole new set (it used to rename each file as it was written)."""
-    names = ("run.cxc", "run.json", "run.png", "run_confidence.mrc", "run_scale.mrc")
+    names = ("run.cxc", "run.json", "run.log", "run.png", "run_confidence.mrc", "run_scale.mrc")
     previous = {name: f"previous {name}".encode() for name in names}
     for name, content in previous.items():
         (in_tmp / name).write_bytes(content)

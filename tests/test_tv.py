@@ -68,11 +68,23 @@ def test_fast_gradient_projection_beats_chambolle_iterations(case, weight, noisy
     assert energies[0] > energies[1] > energies[2]
 
 
-def test_threaded_solver_uses_the_safe_threading_layer(noisy_map):
+def test_threaded_solver_uses_the_safe_threading_layer_and_threads_agree(noisy_map):
+    """The same result with 1 and 2 threads (each voxel is computed by one thread), on the
+    workqueue layer."""
     import numba
 
-    tv_denoise_periodic(noisy_map, 0.4, 2)
+    threads = numba.get_num_threads()
+    try:
+        results = []
+        for n in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+            numba.set_num_threads(n)
+            results.append(tv_denoise_periodic(noisy_map, 0.4, 20))
+    finally:
+        numba.set_num_threads(threads)
     assert numba.threading_layer() == "workqueue"
+    assert numba.config.NUMBA_NUM_THREADS >= 2, "this test needs 2 threads to compare"
+    assert np.array_equal(results[0], results[1])
+    assert not np.array_equal(results[0], noisy_map)  # it did denoise
 
 
 def test_periodic_solver_commutes_with_cell_translations(noisy_map):

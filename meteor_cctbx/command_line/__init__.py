@@ -4,11 +4,14 @@
 so a bad input never shows a traceback; any other exception becomes one line naming the step
 that failed, the inputs and a log file that holds the traceback.  SIGTERM and SIGHUP stop a
 run the way Ctrl-C does, so its temporary files are removed; the output lock is released
-whatever happens.
+whatever happens.  Everything a program prints is also kept for ``<output.prefix>.log``, which
+joins the program's output set with a header (versions, command line, non-default parameters,
+citations; see run_log).
 """
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import signal
 import sys
@@ -18,12 +21,9 @@ from pathlib import Path
 from typing import Sequence
 
 from iotbx.cli_parser import CCTBXParser, run_program
-from libtbx.utils import Sorry
+from libtbx.utils import Sorry, multi_out
 
-
-def one_line(message: object) -> str:
-    """Collapse a (possibly multi-line) message to one line."""
-    return " ".join(str(message).split())
+from meteor_cctbx.messages import one_line
 
 
 def explain_unrecognised_arguments(parser) -> None:
@@ -172,15 +172,28 @@ def say(line: str) -> None:
 
 def run_as_command(program_class, args: Sequence[str] | None = None) -> int:
     """Run ``program_class`` on command-line ``args``; return the process exit status."""
-    from meteor_cctbx.record import COMMAND_LINE, release_outputs
+    from meteor_cctbx.record import COMMAND_LINE, RUN_LOG, release_outputs
 
     args = list(sys.argv[1:] if args is None else args)
     program = "meteor." + program_class.__module__.rsplit(".", 1)[-1]  # programs/<name>.py
     token = COMMAND_LINE.set([program, *map(str, args)])
+    parsers: list[MeteorParser] = []
+    text = io.StringIO()
+    log_token = RUN_LOG.set(lambda: program_log(program_class, parsers[0], COMMAND_LINE.get(),
+                                                text.getvalue()) if parsers else None)
+
+    class RecordingParser(MeteorParser):  # keeps the parsed parameters for the run log
+        def __init__(self, *parser_args, **kwargs):
+            super().__init__(*parser_args, **kwargs)
+            parsers.append(self)
     with stopping_cleanly():
+        logger = multi_out()  # after stopping_cleanly, which replaces a closed stdout
+        logger.register("stdout", sys.stdout)
+        logger.register("run_log", text)
         try:
-            run_program(program_class=program_class, args=args, parser_class=MeteorParser,
-                        custom_process_arguments=explain_unrecognised_arguments)
+            run_program(program_class=program_class, args=args, parser_class=RecordingParser,
+                        custom_process_arguments=explain_unrecognised_arguments,
+                        logger=logger)
         except Sorry as error:
             say(f"Sorry: {one_line(error)}")
             return 1
@@ -203,7 +216,24 @@ def run_as_command(program_class, args: Sequence[str] | None = None) -> int:
                 sys.stdout.flush()
             release_outputs()
             COMMAND_LINE.reset(token)
+            RUN_LOG.reset(log_token)
     return 0
+
+
+def program_log(program_class, parser, command_line: Sequence[str],
+                text: str) -> tuple[Path, str] | None:
+    """(``<output.prefix>.log``, its text) of the run being written: the run_log header, then
+    what the program printed so far; None for a program without output.prefix."""
+    from meteor_cctbx.citations import citation_lines
+    from meteor_cctbx.run_log import non_default_parameters, run_log_header, run_log_path
+
+    path = run_log_path(parser.working_phil.extract())
+    if path is None:
+        return None
+    header = run_log_header(command_line, non_default_parameters(parser.master_phil,
+                                                                 parser.working_phil),
+                            citation_lines(getattr(program_class, "papers", ())))
+    return path, header + text
 
 
 def main_for(program_class):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from meteor_cctbx.diffmap import DiffmapResult, compute_diffmap
 from meteor_cctbx.difference_inputs import DifferenceInputs
+from meteor_cctbx.citations import PROGRAM_PAPERS, citation_phil
 from meteor_cctbx.phil import master_phil_str
 from meteor_cctbx.programs.difference_program import DifferenceProgram
 from meteor_cctbx.record import Panel
@@ -49,6 +50,8 @@ Usage:
 """
     program_name = "meteor.diffmap"
     master_phil_str = master_phil_str("diffmap")
+    papers = PROGRAM_PAPERS["diffmap"]
+    citations = citation_phil("diffmap")
 
     def compute(self, inputs: DifferenceInputs) -> DiffmapResult:
         print("Difference map:", file=self.logger)

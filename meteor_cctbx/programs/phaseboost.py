@@ -7,6 +7,7 @@ from cctbx.array_family import flex
 
 from meteor_cctbx.difference_inputs import DifferenceInputs
 from meteor_cctbx.phaseboost import PhaseboostResult, compute_phaseboost
+from meteor_cctbx.citations import PROGRAM_PAPERS, citation_phil
 from meteor_cctbx.phil import master_phil_str
 from meteor_cctbx.programs.difference_program import DifferenceProgram
 from meteor_cctbx.programs.diffmap import difference_panels, scan_panel
@@ -17,7 +18,8 @@ class Program(DifferenceProgram):
     description = """
 meteor.phaseboost: difference map (derivative minus native) with derivative phases retrieved
 by iterative TV denoising (a Gerchberg-Saxton-like loop that keeps the measured derivative
-amplitudes), then k-weighting and TV denoising chosen by negentropy as in meteor.diffmap.
+amplitudes), then k-weighting and TV denoising chosen as in meteor.diffmap (by validation
+against held-out reflections, or by negentropy).
 Output: <prefix>.mtz (DELFWT/PHDELWT final map, DF_RAW/PHIDF_RAW initial unweighted
 difference, F_DERIV/PHI_DERIV retrieved derivative structure factors), <prefix>.json (run
 record with every iteration), <prefix>.png.
@@ -27,6 +29,8 @@ Usage:
 """
     program_name = "meteor.phaseboost"
     master_phil_str = master_phil_str("phaseboost")
+    papers = PROGRAM_PAPERS["phaseboost"]
+    citations = citation_phil("phaseboost")
 
     def compute(self, inputs: DifferenceInputs) -> PhaseboostResult:
         print("Phase retrieval and difference map:", file=self.logger)
