@@ -255,6 +255,13 @@ def test_scheduler_and_workers_as_processes_with_a_killed_worker(series, dask_pr
         (tmp_path / "meteor_phaseboost.mtz").read_bytes()
 
 
+def as_in_a_terminal() -> None:
+    """In the child: SIGINT delivered and handled by default, as a shell starts a command
+    (a test runner may leave it ignored or blocked, which children inherit)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 def test_ctrl_c_leaves_complete_sets_only(series, tmp_path):
     """SIGINT to the whole process group while datasets are in flight: exit status 130, each
     dataset folder complete or absent, the summary lists exactly the complete ones, and no
@@ -267,7 +274,7 @@ def test_ctrl_c_leaves_complete_sets_only(series, tmp_path):
                *batch_args(series, *[f"derivative.file_name={p}" for p in series.derivatives],
                            "dask.n_workers=2", f"output.directory={out}", *FAST, *slow)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               start_new_session=True, text=True)
+                               start_new_session=True, text=True, preexec_fn=as_in_a_terminal)
     deadline = time.monotonic() + 90
     # wait for the first complete dataset: the others are then in flight (not cluster start-up)
     while not (out.exists() and any(out.glob("*/batch_row.json"))) and \
