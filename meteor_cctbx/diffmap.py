@@ -136,12 +136,16 @@ def tv_settings(params) -> tv.TvSettings:
                          tolerance=params.tv.tolerance, periodic=params.tv.periodic)
 
 
+def free_set(grid: CellGrid, params) -> FreeSet:
+    """The free reflections of the grid's set (validation.free_fraction, validation.seed)."""
+    return FreeSet.draw(grid.miller_set, params.validation.free_fraction,
+                        params.validation.seed)
+
+
 def free_scorer(grid: CellGrid, raw: np.ndarray, params) -> FreeScorer:
-    """Scorer against the measured (unweighted) difference at the free reflections
-    (validation.free_fraction, validation.seed)."""
-    free_set = FreeSet.draw(grid.miller_set, params.validation.free_fraction,
-                            params.validation.seed)
-    return FreeScorer(grid, free_set, raw, n_bootstrap=params.validation.n_bootstrap)
+    """Scorer against the measured (unweighted) difference at the free reflections."""
+    return FreeScorer(grid, free_set(grid, params), raw,
+                      n_bootstrap=params.validation.n_bootstrap)
 
 
 def search_range(coefficients: np.ndarray, grid: CellGrid, params) -> tuple[float, float]:

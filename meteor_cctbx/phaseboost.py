@@ -26,12 +26,13 @@ from cctbx import miller
 from libtbx.utils import null_out
 
 from meteor_cctbx import tv
-from meteor_cctbx.diffmap import (DiffmapResult, complex_array, enhance, free_scorer,
+from meteor_cctbx.diffmap import (DiffmapResult, complex_array, enhance, free_set,
                                   result_metadata, scale_and_grid, search_tv, tv_settings)
 from meteor_cctbx.grid import CellGrid
 from meteor_cctbx.negentropy import negentropy
 from meteor_cctbx.maximize import ScanResult
 from meteor_cctbx.phil import choice, default_params
+from meteor_cctbx.validation import FreeSet
 
 STOP_CONVERGED = "phase change below tolerance"
 STOP_NEGENTROPY = "negentropy after TV decreased"
@@ -68,14 +69,14 @@ def retrieve_derivative_phases(derivative_amplitudes: np.ndarray, native: np.nda
                                grid: CellGrid, tv_weights: list[float],
                                settings: tv.TvSettings, convergence_tolerance: float,
                                max_iterations: int, log=None,
-                               free: np.ndarray | None = None) -> PhaseRetrieval:
+                               free: FreeSet | None = None) -> PhaseRetrieval:
     """Run the phase-retrieval loop; ``native`` is complex F_nat, amplitudes are |F_der|.
 
     With one weight in ``tv_weights`` it is used at every iteration; with several, each
     iteration takes the one of highest negentropy and the loop stops when that decreases.
-    Reflections flagged ``free`` are left out of every map the loop denoises; their phases
-    are still updated, from the other reflections alone, so that they can validate the
-    final map without having seen their own measurement.
+    The reflections of the ``free`` set are left out of every map the loop denoises; their
+    phases are still updated, from the other reflections alone, so that they can validate
+    the final map without having seen their own measurement.
     """
     log = log or null_out()
     native_phases = np.exp(1j * np.angle(native))
@@ -85,8 +86,7 @@ def retrieve_derivative_phases(derivative_amplitudes: np.ndarray, native: np.nda
     for number in range(1, max_iterations + 1):
         start = time.perf_counter()
         difference = derivative - native
-        difference_map = grid.to_map(difference if free is None else np.where(free, 0,
-                                                                              difference))
+        difference_map = grid.to_map(difference if free is None else free.working(difference))
         best_score, best_weight, best_map = -np.inf, None, None
         for weight in tv_weights:
             denoised = tv.denoise(difference_map, weight, settings, rescale=False)
@@ -116,13 +116,13 @@ def retrieve_derivative_phases(derivative_amplitudes: np.ndarray, native: np.nda
 
 
 def loop_tv_weights(initial_difference: np.ndarray, grid: CellGrid, params, log
-                    ) -> tuple[list[float], ScanResult | None, np.ndarray | None]:
+                    ) -> tuple[list[float], ScanResult | None, FreeSet | None]:
     """The loop's TV weights (map units) by phaseboost.tv_criterion, the validation scan
     behind them (None for negentropy, whose weights are tv_weights_to_scan), and the free
     reflections the loop must leave out (None when nothing after the loop validates)."""
     boost = params.phaseboost
     validating = "validation" in (choice(params.tv.criterion), choice(params.kweight.criterion))
-    free = free_scorer(grid, initial_difference, params).free_set.free if validating else None
+    free = free_set(grid, params) if validating else None
     if choice(boost.tv_criterion) == "negentropy":
         return list(boost.tv_weights_to_scan), None, free
     print("  Loop TV weight: validated on the initial difference map, times "
