@@ -139,7 +139,7 @@ def tv_settings(params) -> tv.TvSettings:
 def free_set(grid: CellGrid, params) -> FreeSet:
     """The free reflections of the grid's set (validation.free_fraction, validation.seed)."""
     return FreeSet.draw(grid.miller_set, params.validation.free_fraction,
-                        params.validation.seed)
+                        params.validation.seed, params.validation.n_folds)
 
 
 def free_scorer(grid: CellGrid, raw: np.ndarray, params) -> FreeScorer:
@@ -167,12 +167,22 @@ def search_tv(coefficients: np.ndarray, grid: CellGrid, params, raw: np.ndarray,
           f"{relative_range[0]:.3g}-{relative_range[1]:.3g} x map rms):", file=log)
     scorer = free_scorer(grid, raw, params) if criterion == "validation" else None
     if scorer is not None:
-        print(f"    {scorer.free_set.n_free} free reflections "
-              f"({params.validation.free_fraction:.0%}, seed {params.validation.seed})",
+        print(f"    {scorer.free_set.n_free} free reflections in {scorer.free_set.n_folds} "
+              f"fold(s) of {params.validation.free_fraction:.0%} (seed "
+              f"{params.validation.seed}); each scan point denoises one working map per fold",
               file=log)
+    within_noise = choice(params.validation.within_noise)
     chosen = parameter_choice.choose_tv_weight(
         coefficients, grid, tv_settings(params), criterion, relative_range, scorer,
-        n_coarse=n_coarse, report=_reporter("TV weight", criterion, log, " x rms"))
+        n_coarse=n_coarse, within_noise=within_noise,
+        report=_reporter("TV weight", criterion, log, " x rms"),
+        report_refinement=_reporter("TV weight", "negentropy (all reflections)", log,
+                                    " x rms"))
+    if chosen.refinement is not None:
+        lowest, highest = chosen.tied_range
+        print(f"  CC_free is within one standard error of the best from {lowest:.3g} to "
+              f"{highest:.3g} x rms: the weight of highest negentropy there is "
+              f"{chosen.relative_weight:.3g} x rms.", file=log)
     if not chosen.determined:
         print(f"  Warning: no difference signal above noise in the held-out reflections (best "
               f"CC_free {chosen.scan.best.score:.4f}, standard error "
@@ -295,7 +305,13 @@ def enhance(raw: np.ndarray, sigma_delta: np.ndarray | None, grid: CellGrid, par
                 # bootstrap standard errors of CC_free (validation.n_bootstrap) behind the
                 # determined / not determined decisions; None without validation
                 "tv_cc_free_standard_error": tv_choice.standard_error if tv_choice else None,
-                "k_cc_free_standard_error": k_choice.standard_error if k_choice else None}
+                "k_cc_free_standard_error": k_choice.standard_error if k_choice else None,
+                # relative weights whose CC_free is within one standard error of the best,
+                # and the full-map negentropy scan between them (validation.within_noise)
+                "tv_tied_range": list(tv_choice.tied_range)
+                if tv_choice and tv_choice.tied_range else None,
+                "tv_refinement_scan": tv_choice.refinement.as_dict()
+                if tv_choice and tv_choice.refinement else None}
     return Enhancement(coefficients, final_map, k, k_choice.scan if k_choice else None, weight,
                        tv_choice.scan if tv_choice else None,
                        {"raw": negentropy(raw_map), "kweighted": negentropy(weighted_map),

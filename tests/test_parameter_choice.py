@@ -103,17 +103,33 @@ def test_scan_records_both_criteria_and_the_choice(spread):
     scan = spread.default.tv_scan
     assert scan.name == "tv_weight_relative"
     assert all("negentropy" in p.others for p in scan.points)
-    assert spread.default.metadata["tv_weight_relative"] == scan.best.parameter
-    rms = float(spread.weighted_map().std())
-    assert spread.default.tv_weight == pytest.approx(scan.best.parameter * rms, rel=1e-6)
     record = spread.default.metadata
-    criteria = dict(record["criteria"])
+    chosen = record["tv_weight_relative"]
+    lowest, highest = record["criteria"]["tv_tied_range"]
+    # the tie: every scan point inside the range is within reach of the best; the choice is the
+    # full map's negentropy maximum between its ends (or the best point when nothing ties)
+    assert lowest <= scan.best.parameter <= highest and lowest <= chosen <= highest
+    refinement = record["criteria"]["tv_refinement_scan"]
+    if highest > lowest:
+        assert chosen == refinement["best_parameter"]
+        assert all(lowest <= p["parameter"] <= highest for p in refinement["points"])
+        assert refinement["best_score"] == max(p["score"] for p in refinement["points"])
+    else:
+        assert refinement is None and chosen == scan.best.parameter
+    rms = float(spread.weighted_map().std())
+    assert spread.default.tv_weight == pytest.approx(chosen * rms, rel=1e-6)
+    criteria = {key: value for key, value in record["criteria"].items()
+                if not key.startswith("tv_tied") and key != "tv_refinement_scan"}
     errors = [criteria.pop(f"{name}_cc_free_standard_error") for name in ("tv", "k")]
     assert criteria == {"kweight": "validation", "tv": "validation",
                         "tv_determined_by_data": True}
     # the bootstrap noise of CC_free (none for k when the best k is 0: nothing to compare)
     assert 0 < errors[0] < 0.1 and (errors[1] is None) == (record["k_parameter"] == 0.0)
     assert all("negentropy" in p for p in record["tv_scan"]["points"])
+    # the final map is the full map denoised at the chosen weight
+    assert np.allclose(spread.default.final_map,
+                       tv.denoise(spread.weighted_map(), chosen * rms,
+                                  tv_settings(default_params("diffmap"))), atol=1e-5)
 
 
 def test_choice_is_deterministic_and_follows_the_seed(spread):
@@ -236,11 +252,13 @@ def test_cell_a_few_percent_off_goes_onto_the_native_cell(spread):
 
 def test_working_map_holds_no_free_reflection(spread):
     raw = spread.default.raw_coefficients.data().as_numpy_array()
-    scorer = FreeScorer(spread.grid, FreeSet.draw(spread.grid.miller_set), raw)
-    working = scorer.working_map(raw)
-    # the working map carries no trace of the free reflections
-    back = spread.grid.to_coefficients(working)
-    assert np.abs(back[scorer.free_set.free]).max() < 1e-6 * np.abs(raw).max()
+    scorer = FreeScorer(spread.grid, FreeSet.draw(spread.grid.miller_set, n_folds=3), raw)
+    folds = scorer.free_set.fold
+    for number, working in enumerate(scorer.working_maps(raw)):
+        # each working map carries no trace of its fold and all of the other reflections
+        back = spread.grid.to_coefficients(working)
+        assert np.abs(back[folds == number]).max() < 1e-6 * np.abs(raw).max()
+        assert np.allclose(back[folds != number], raw[folds != number], atol=1e-4)
 
 
 def test_no_signal_falls_back_and_warns(source, phasing_model):
