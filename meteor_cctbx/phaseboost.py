@@ -15,9 +15,15 @@ difference map (held-out reflections, as in meteor.diffmap), kept for every iter
 giving the highest negentropy (meteor-maps' rule), and the loop also stops when that
 negentropy decreases (the update is discarded).  It stops when the mean absolute change of the
 derivative phases falls below ``convergence_tolerance`` (degrees) or after ``max_iterations``.
+By default (``final_parameters=initial``) the final map of F_der' - F_nat is k-weighted and
+denoised with the k and relative TV weight chosen on the initial map, and the loop uses every
+reflection; the retrieved map's own optimum weight lies at the same relative weight on the
+benchmark family, and a second validation would need free reflections kept out of the loop
+(``final_parameters=retrieved`` does that).
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 
@@ -25,8 +31,8 @@ import numpy as np
 from cctbx import miller
 from libtbx.utils import null_out
 
-from meteor_cctbx import tv
-from meteor_cctbx.diffmap import (DiffmapResult, complex_array, enhance, free_set,
+from meteor_cctbx import kweight, parameter_choice, tv
+from meteor_cctbx.diffmap import (DiffmapResult, Enhancement, complex_array, enhance, free_set,
                                   result_metadata, scale_and_grid, search_tv, tv_settings)
 from meteor_cctbx.grid import CellGrid
 from meteor_cctbx.negentropy import negentropy
@@ -115,20 +121,52 @@ def retrieve_derivative_phases(derivative_amplitudes: np.ndarray, native: np.nda
     return PhaseRetrieval(derivative, iterations, stop_reason)
 
 
-def loop_tv_weights(initial_difference: np.ndarray, grid: CellGrid, params, log
-                    ) -> tuple[list[float], ScanResult | None, FreeSet | None]:
-    """The loop's TV weights (map units) by phaseboost.tv_criterion, the validation scan
-    behind them (None for negentropy, whose weights are tv_weights_to_scan), and the free
-    reflections the loop must leave out (None when nothing after the loop validates)."""
+def loop_tv_weights(initial_difference: np.ndarray, first: Enhancement | None, grid: CellGrid,
+                    params, log) -> tuple[list[float], ScanResult | None]:
+    """The loop's TV weights (map units, for the map of ``initial_difference``) by
+    phaseboost.tv_criterion, and the validation scan behind them (None for negentropy, whose
+    weights are tv_weights_to_scan).  With validation the relative weight chosen on the initial
+    map (``first``, when it chose one; else a search of its own) times loop_weight_scale."""
     boost = params.phaseboost
-    validating = "validation" in (choice(params.tv.criterion), choice(params.kweight.criterion))
-    free = free_set(grid, params) if validating else None
     if choice(boost.tv_criterion) == "negentropy":
-        return list(boost.tv_weights_to_scan), None, free
+        return list(boost.tv_weights_to_scan), None
     print("  Loop TV weight: validated on the initial difference map, times "
           f"{boost.loop_weight_scale:g}.", file=log)
-    validated = search_tv(initial_difference, grid, params, initial_difference, log)
-    return [validated.weight * boost.loop_weight_scale], validated.scan, free
+    if first is not None and first.tv_relative_weight is not None:
+        relative, scan = first.tv_relative_weight, first.tv_scan
+    else:
+        validated = search_tv(initial_difference, grid, params, initial_difference, log)
+        relative, scan = validated.relative_weight, validated.scan
+    weight = relative * parameter_choice.rms(grid.to_map(initial_difference))
+    return [weight * boost.loop_weight_scale], scan
+
+
+def enhance_as_initial(first: Enhancement, difference: np.ndarray,
+                       sigma_delta: np.ndarray | None, grid: CellGrid, params, log
+                       ) -> Enhancement:
+    """k-weight and TV-denoise the retrieved ``difference`` with the k and the TV weight chosen
+    on the initial map (``first``): the same relative weight (or tv.weight in map units for
+    tv.mode=fixed); ``first``'s scans and criteria are kept as the record of that choice."""
+    start = time.perf_counter()
+    k = first.k_parameter
+    coefficients = (difference if k is None
+                    else difference * kweight.kweights(difference, sigma_delta, k))
+    weighted_map = grid.to_map(coefficients)
+    final_map, weight = weighted_map, None
+    if first.tv_relative_weight is not None:
+        weight = (params.tv.weight if choice(params.tv.mode) == "fixed" else
+                  first.tv_relative_weight * parameter_choice.rms(weighted_map))
+        final_map = tv.denoise(weighted_map, weight, tv_settings(params))
+        coefficients = grid.to_coefficients(final_map)
+        print(f"  TV denoising with weight {weight:.4g} "
+              f"({first.tv_relative_weight:.3g} x rms, as chosen on the initial map"
+              f"{'' if k is None else f'; k = {k:.4g}'}): negentropy "
+              f"{negentropy(final_map):.5f}", file=log)
+    return dataclasses.replace(
+        first, coefficients=coefficients, final_map=final_map, tv_weight=weight,
+        negentropy={"raw": negentropy(grid.to_map(difference)),
+                    "kweighted": negentropy(weighted_map), "final": negentropy(final_map)},
+        timings={**first.timings, "final": time.perf_counter() - start})
 
 
 @dataclass
@@ -157,21 +195,35 @@ def compute_phaseboost(derivative: miller.array, native: miller.array, phases: m
     native_coefficients = pair.native.data().as_numpy_array() * pair.unit_phases
     derivative_amplitudes = pair.derivative.data().as_numpy_array()
     boost = params.phaseboost
+    initial = pair.delta_f * pair.unit_phases
     loop_start = time.perf_counter()
-    loop_weights, loop_scan, free = loop_tv_weights(pair.delta_f * pair.unit_phases, grid,
-                                                    params, log)
+    as_initial = choice(boost.final_parameters) == "initial"
+    first = None
+    if as_initial:
+        print("  k-weighting and TV denoising chosen on the initial difference map:", file=log)
+        first = enhance(initial, pair.sigma_delta, grid, params, log)
+    loop_weights, loop_scan = loop_tv_weights(initial, first, grid, params, log)
+    validating = "validation" in (choice(params.tv.criterion), choice(params.kweight.criterion))
+    # re-chosen after the loop by validation: its free reflections must not enter the loop
+    free = free_set(grid, params) if validating and not as_initial else None
     print(f"  Iterative TV phase retrieval (weights {' '.join(f'{w:.4g}' for w in loop_weights)}"
           f", tolerance {boost.convergence_tolerance} deg, at most {boost.max_iterations} "
-          f"iterations):", file=log)
+          f"iterations{'' if free is None else f'; {free.n_free} free reflections left out'}):",
+          file=log)
     retrieval = retrieve_derivative_phases(
         derivative_amplitudes, native_coefficients, grid, loop_weights,
         tv_settings(params), boost.convergence_tolerance, boost.max_iterations, log, free)
     loop_seconds = time.perf_counter() - loop_start
     print(f"  Stopped after {len(retrieval.iterations)} iterations: {retrieval.stop_reason}",
           file=log)
-    print("  Final k-weighting and TV denoising of F_der' - F_nat:", file=log)
     retrieved_difference = retrieval.derivative - native_coefficients
-    enhancement = enhance(retrieved_difference, pair.sigma_delta, grid, params, log)
+    if as_initial:
+        print("  Final map of F_der' - F_nat with the initial map's k and TV weight:", file=log)
+        enhancement = enhance_as_initial(first, retrieved_difference, pair.sigma_delta, grid,
+                                         params, log)
+    else:
+        print("  Final k-weighting and TV denoising of F_der' - F_nat:", file=log)
+        enhancement = enhance(retrieved_difference, pair.sigma_delta, grid, params, log)
     metadata = result_metadata(pair, grid, enhancement)
     metadata.update(stop_reason=retrieval.stop_reason,
                     iterations=[vars(i) for i in retrieval.iterations],
@@ -179,7 +231,6 @@ def compute_phaseboost(derivative: miller.array, native: miller.array, phases: m
                     loop_tv_scan=loop_scan.as_dict() if loop_scan else None)
     metadata["timings_seconds"].update(phase_retrieval=loop_seconds,
                                        total=time.perf_counter() - start)
-    initial = pair.delta_f * pair.unit_phases
     return PhaseboostResult(
         map_coefficients=complex_array(pair.derivative, enhancement.coefficients),
         raw_coefficients=complex_array(pair.derivative, initial), pair=pair, grid=grid,

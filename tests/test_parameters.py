@@ -206,6 +206,8 @@ CASES = {
         "validation.free_fraction": (OPTIMIZE_BOTH, "0.25", "any"),
         "validation.seed": (OPTIMIZE_BOTH, "7", "any"),
         "validation.n_bootstrap": (OPTIMIZE_BOTH, "20", "any"),
+        "validation.n_folds": (OPTIMIZE_BOTH, "1", "any"),
+        "validation.within_noise": (OPTIMIZE_BOTH, "best", "any"),
         "map.sampling": (D, "4", "map"),
         "output.prefix": (D, "other", "files"),
         "output.overwrite": (D, "True", "status"),  # base run meets an existing run.mtz
@@ -217,6 +219,8 @@ CASES = {
         "tv.weight": (D + ["phaseboost.max_iterations=3"], "0.05", "map"),
         "phaseboost.tv_criterion": (D + ["phaseboost.max_iterations=3"], "negentropy", "map"),
         "phaseboost.loop_weight_scale": (D + ["phaseboost.max_iterations=3"], "3", "map"),
+        "phaseboost.final_parameters": (D + ["phaseboost.max_iterations=3"], "retrieved",
+                                        "map"),
         "phaseboost.tv_weights_to_scan": (D + ["phaseboost.max_iterations=3",
                                                "phaseboost.tv_criterion=negentropy"],
                                           "0.02 0.05", "map"),
