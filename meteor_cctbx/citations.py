@@ -32,7 +32,7 @@ PAPERS = {
     "genick_2007": ("Genick UK", "Structure-factor extrapolation using the scalar "
                     "approximation: theory, applications and limitations", "Acta Cryst. D",
                     "63", "1029-1041", 2007, "10.1107/S0907444907038164"),
-    "coquelle_2018": ("Coquelle N, Sliwa M, Woodhouse J, et al.",
+    "coquelle_2018": ("Coquelle N, Sliwa M, Woodhouse J, et al",
                       "Chromophore twisting in the excited state of a photoswitchable "
                       "fluorescent protein captured by time-resolved serial femtosecond "
                       "crystallography", "Nat. Chem.", "10", "31-37", 2018,

@@ -60,3 +60,33 @@ def local_scale_params(**settings):
         scope, name = key.split("__")
         setattr(getattr(extract, scope), name, value)
     return extract
+
+
+def sharpen_params(*settings: str):
+    """meteor.sharpen parameters: the defaults with ``key=value`` settings (PHIL syntax)."""
+    import libtbx.phil
+
+    from meteor_cctbx.phil import master_phil
+
+    master = master_phil("sharpen")
+    return master.fetch(sources=[libtbx.phil.parse(s) for s in settings]).extract()
+
+
+def cell_map_manager(values: np.ndarray, symmetry):
+    """A map_manager of ``values`` covering the unit cell of ``symmetry`` (origin 0)."""
+    from cctbx.array_family import flex
+    from iotbx.map_manager import map_manager
+
+    return map_manager(map_data=flex.double(np.ascontiguousarray(values, dtype=np.float64)),
+                       unit_cell_grid=values.shape, unit_cell_crystal_symmetry=symmetry,
+                       wrapping=True)
+
+
+def map_on_grid(coefficients, n_real: tuple[int, int, int]) -> np.ndarray:
+    """The map of ``coefficients`` on a unit-cell grid of ``n_real`` points."""
+    from cctbx import maptbx
+
+    gridding = maptbx.crystal_gridding(coefficients.unit_cell(),
+                                       space_group_info=coefficients.space_group_info(),
+                                       pre_determined_n_real=n_real)
+    return coefficients.fft_map(crystal_gridding=gridding).real_map_unpadded().as_numpy_array()
