@@ -290,7 +290,7 @@ def test_every_parameter_has_a_case(program):
     assert not missing, f"parameters without a test case: {sorted(missing)}"
 
 
-@pytest.mark.parametrize("program", sorted(CASES))
+@pytest.mark.parametrize("program", sorted({*CASES, "sharpen", "extrapolate", "batch"}))
 def test_every_parameter_has_a_caption_expert_level_and_help(program):
     """As mmtbx programs do: GUIs and --show-defaults=<level> rely on them."""
     def walk(scope, prefix):
