@@ -27,7 +27,7 @@ from meteor_cctbx.programs.diffmap import Program as Diffmap
 from meteor_cctbx.programs.local_scale import Program as LocalScale
 from meteor_cctbx.programs.phaseboost import Program as Phaseboost
 
-from helpers import FAST, read_map
+from helpers import FAST, read_map, without_timings, write_mtz
 
 PROGRAMS = {"diffmap": Diffmap, "phaseboost": Phaseboost, "local_scale": LocalScale}
 
@@ -52,17 +52,6 @@ def perturbed(array, seed: int, relative: float = 0.05):
     values = array.data().as_numpy_array()
     return array.customized_copy(data=flex.double(np.abs(values * (1 + relative * rng.normal(
         size=values.size)))))
-
-
-def write_mtz(path: Path, columns: dict) -> None:
-    """Write {root label: miller array} into one MTZ (amplitudes get SIG<root> columns)."""
-    dataset = None
-    for label, array in columns.items():
-        if dataset is None:
-            dataset = array.as_mtz_dataset(column_root_label=label)
-        else:
-            dataset.add_miller_array(array, column_root_label=label)
-    dataset.mtz_object().write(str(path))
 
 
 @pytest.fixture(scope="module")
@@ -122,8 +111,6 @@ def run(program: str, args: list[str], directory: Path) -> dict:
     """Run a program in ``directory``; return what it gave: status, file names, the map
     values (or coefficients) of every map/MTZ output and the record without its parameters,
     run context, outputs list and timings."""
-    from test_outputs import without_timings
-
     directory.mkdir()
     with contextlib.chdir(directory), contextlib.redirect_stdout(io.StringIO()), \
             contextlib.redirect_stderr(io.StringIO()) as err:

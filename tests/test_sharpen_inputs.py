@@ -13,7 +13,7 @@ from iotbx.data_manager import DataManager
 from libtbx.utils import Sorry
 
 from meteor_cctbx import sharpen_inputs
-from helpers import cell_map_manager, sharpen_params
+from helpers import map_manager_of, sharpen_params, write_mtz
 
 SYMMETRY = crystal.symmetry((30, 30, 30, 90, 90, 90), "P1")
 
@@ -60,29 +60,29 @@ def test_resolution_is_given_else_the_data_limit_else_the_half_map_fsc():
 
 
 def test_resolution_finer_than_two_voxels_is_clamped_with_a_warning():
-    mm = cell_map_manager(np.zeros((24, 24, 20)), SYMMETRY)  # voxels 1.25 and 1.5 A
+    mm = map_manager_of(np.zeros((24, 24, 20)), SYMMETRY)  # voxels 1.25 and 1.5 A
     log = io.StringIO()
     assert sharpen_inputs.clamped_to_nyquist(3.5, mm, log) == 3.5 and not log.getvalue()
     assert sharpen_inputs.clamped_to_nyquist(2.0, mm, log) == pytest.approx(3.0)
     assert "finer than the map's Nyquist limit (2 voxels = 3.000 A)" in log.getvalue()
 
 
-def write_mtz(path, with_coefficients=True):
+def write_coefficients_mtz(path, with_coefficients=True) -> dict:
+    """An MTZ of amplitudes FP and, ``with_coefficients``, two sets of random map coefficients
+    FA,PHIFA and FB,PHIFB; returns the latter by label."""
     indices = miller.build_set(SYMMETRY, anomalous_flag=False, d_min=4.0)
     rng = np.random.default_rng(0)
     data = [flex.complex_double(flex.double(rng.normal(size=indices.size())),
                                 flex.double(rng.normal(size=indices.size()))) for _ in range(2)]
-    amplitudes = indices.array(data=flex.double(rng.uniform(1, 2, indices.size())))
-    dataset = amplitudes.as_mtz_dataset(column_root_label="FP")
+    columns = {"FP": indices.array(data=flex.double(rng.uniform(1, 2, indices.size())))}
     if with_coefficients:
-        for root, values in zip(("FA", "FB"), data):
-            dataset.add_miller_array(indices.array(data=values), column_root_label=root)
-    dataset.mtz_object().write(str(path))
+        columns.update(FA=indices.array(data=data[0]), FB=indices.array(data=data[1]))
+    write_mtz(path, columns)
     return dict(zip(("FA,PHIFA", "FB,PHIFB"), data))
 
 
 def test_map_coefficients_are_chosen_by_labels_or_refused(tmp_path):
-    written = write_mtz(tmp_path / "two.mtz")
+    written = write_coefficients_mtz(tmp_path / "two.mtz")
     dm = DataManager(["miller_array"])
     dm.process_miller_array_file(str(tmp_path / "two.mtz"))
     with pytest.raises(Sorry, match=r"holds 2 sets of map coefficients: choose one with "
@@ -95,7 +95,7 @@ def test_map_coefficients_are_chosen_by_labels_or_refused(tmp_path):
                            np.abs(written["FB,PHIFB"].as_numpy_array()), rtol=1e-5)
     with pytest.raises(Sorry, match="No map coefficients labelled FP,PHIFP"):
         sharpen_inputs.read_map_coefficients(dm, ["FP,PHIFP"])
-    write_mtz(tmp_path / "none.mtz", with_coefficients=False)
+    write_coefficients_mtz(tmp_path / "none.mtz", with_coefficients=False)
     dm = DataManager(["miller_array"])
     dm.process_miller_array_file(str(tmp_path / "none.mtz"))
     with pytest.raises(Sorry, match="none.mtz holds no map coefficients"):
@@ -104,8 +104,8 @@ def test_map_coefficients_are_chosen_by_labels_or_refused(tmp_path):
 
 def test_maps_on_different_grids_are_refused_naming_both(tmp_path):
     rng = np.random.default_rng(1)
-    cell_map_manager(rng.normal(size=(24, 24, 24)), SYMMETRY).write_map(str(tmp_path / "a.ccp4"))
-    cell_map_manager(rng.normal(size=(24, 24, 20)), SYMMETRY).write_map(str(tmp_path / "b.ccp4"))
+    map_manager_of(rng.normal(size=(24, 24, 24)), SYMMETRY).write_map(str(tmp_path / "a.ccp4"))
+    map_manager_of(rng.normal(size=(24, 24, 20)), SYMMETRY).write_map(str(tmp_path / "b.ccp4"))
     dm = DataManager(["real_map"])
     for name in ("a.ccp4", "b.ccp4"):
         dm.process_real_map_file(str(tmp_path / name))
@@ -124,7 +124,7 @@ def test_maps_on_different_grids_are_refused_naming_both(tmp_path):
     ([], "resolution of a single map is not known"),
 ])
 def test_conflicting_settings_are_one_sorry(tmp_path, settings, message):
-    cell_map_manager(np.random.default_rng(2).normal(size=(24, 24, 24)), SYMMETRY).write_map(
+    map_manager_of(np.random.default_rng(2).normal(size=(24, 24, 24)), SYMMETRY).write_map(
         str(tmp_path / "m.ccp4"))
     dm = DataManager(["real_map", "miller_array", "model"])
     dm.process_real_map_file(str(tmp_path / "m.ccp4"))

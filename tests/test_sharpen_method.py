@@ -15,7 +15,7 @@ from meteor_cctbx import sharpen
 from meteor_cctbx.sharpen_inputs import SharpenInputs
 from meteor_cctbx.sharpen_method import diagnose, sharpen_by_method, sharpening_form
 from meteor_cctbx.synthetic import random_protein_like
-from helpers import cell_map_manager, map_on_grid, sharpen_params
+from helpers import map_manager_of, map_on_grid, sharpen_params
 
 D_MIN = 3.0
 GRID = (24, 24, 30)
@@ -30,7 +30,7 @@ def f_calc():
 def run_step(f_calc, *settings, method="b_factor"):
     params = sharpen_params("sharpening.k_sharpen=0", "sharpening.noise_weight=none",
                             *settings)
-    mm = cell_map_manager(map_on_grid(f_calc, GRID), f_calc.crystal_symmetry())
+    mm = map_manager_of(map_on_grid(f_calc, GRID), f_calc.crystal_symmetry())
     inputs = SharpenInputs(MapModelManager(map_manager=mm))
     d_min = D_MIN * params.sharpening.d_min_ratio
     b_before = sharpen.wilson_b(mm.map_as_fourier_coefficients(d_min=d_min), D_MIN)

@@ -20,7 +20,7 @@ from meteor_cctbx.sharpen_inputs import SharpenInputs
 from meteor_cctbx.sharpen_method import Sharpened, diagnose
 from meteor_cctbx.sharpen_outputs import (mtz_names, output_coefficients, output_paths, panels,
                                           write_outputs)
-from helpers import cell_map_manager, map_on_grid, read_map
+from helpers import map_manager_of, map_on_grid, read_map
 
 SYMMETRY = crystal.symmetry((30, 30, 30, 90, 90, 90), "P1")
 
@@ -62,7 +62,7 @@ def coefficients():
 
 def test_mtz_input_keeps_every_reflection_map_input_the_map_terms(coefficients):
     form = sharpen.SharpeningForm(d_min=2.5, d_cut=3.0)
-    mm = cell_map_manager(map_on_grid(coefficients, (30, 30, 30)), SYMMETRY)
+    mm = map_manager_of(map_on_grid(coefficients, (30, 30, 30)), SYMMETRY)
     result = Sharpened(mm, SimpleNamespace(b_sharpen=25.0))
     from_mtz = output_coefficients(SharpenInputs(MapModelManager(map_manager=mm), coefficients),
                                    result, form, 2.5)
@@ -97,7 +97,7 @@ def test_mtz_names_come_from_the_mtz_dataset_or_the_map_file(coefficients, tmp_p
 
 
 def test_the_written_set_keeps_the_input_labels_and_names_the_method(coefficients, tmp_path):
-    mm = cell_map_manager(map_on_grid(coefficients, (30, 30, 30)), SYMMETRY)
+    mm = map_manager_of(map_on_grid(coefficients, (30, 30, 30)), SYMMETRY)
     sharpened = Sharpened(mm.customized_copy(map_data=mm.map_data() * 2.0))
     diagnostics = diagnose(mm, sharpened, 3.0, 2.5, 30.0, 1, io.StringIO())
     inputs = SharpenInputs(MapModelManager(map_manager=mm), None, ["input map label"],
