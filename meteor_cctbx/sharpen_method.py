@@ -13,6 +13,7 @@ from iotbx.map_manager import map_manager as MapManager
 from libtbx.utils import Sorry, null_out
 
 from meteor_cctbx import local_sharpen, sharpen, solvent_fraction
+from meteor_cctbx.maximize import scan_point_logger
 from meteor_cctbx.sharpen_inputs import SharpenInputs
 
 
@@ -100,7 +101,7 @@ def sharpen_by_method(method: str, inputs: SharpenInputs, params, resolution: fl
             fraction_occupied=s.adjusted_sa.fraction_occupied,
             sa_percent=s.adjusted_sa.sa_percent,
             max_regions_to_test=s.adjusted_sa.max_regions_to_test),
-        workers=workers, report=sharpen.print_scan_point(log, s.score))
+        workers=workers, report=scan_point_logger(log, "b_sharpen", s.score, " A^2", "  "))
     record = {"b_factor": b_factor_record(result, form, s.score, resolution, log)}
     if s.local:
         result.map_values, record["local"] = sharpen_locally(
