@@ -27,7 +27,8 @@ from meteor_cctbx.programs.diffmap import Program as Diffmap
 from meteor_cctbx.programs.local_scale import Program as LocalScale
 from meteor_cctbx.programs.phaseboost import Program as Phaseboost
 
-from helpers import FAST, read_map, without_timings, write_mtz
+from helpers import (FAST, assert_one_line_sorry, read_map, run_program, without_timings,
+                     write_mtz)
 
 PROGRAMS = {"diffmap": Diffmap, "phaseboost": Phaseboost, "local_scale": LocalScale}
 
@@ -359,3 +360,19 @@ def run_in(program: str, args: list[str], directory: Path) -> int:
     with contextlib.chdir(directory), contextlib.redirect_stdout(io.StringIO()), \
             contextlib.redirect_stderr(io.StringIO()):
         return run_as_command(PROGRAMS[program], args)
+
+
+@pytest.mark.parametrize("program, setting", [
+    ("diffmap", "validation.seed=-1"), ("extrapolate", "extrapolate.seed=-1"),
+    ("sharpen", "sharpening.b_blur_hires=-10"), ("sharpen", "sharpening.search.n_steps=2"),
+    ("extrapolate", "extrapolate.confidence=1.2"), ("batch", "dask.n_workers=0")])
+def test_values_outside_the_phil_range_are_one_sorry_naming_the_parameter(program, setting,
+                                                                          tmp_path, capsys):
+    """Ranges live in the PHIL types: the parser refuses them before any work or output."""
+    import importlib
+
+    program_class = importlib.import_module(f"meteor_cctbx.programs.{program}").Program
+    with contextlib.chdir(tmp_path):
+        status, _, err = run_program(program_class, [setting], capsys)
+    assert_one_line_sorry(status, err, setting.split("=")[0], "allowed value")
+    assert not list(tmp_path.iterdir())
