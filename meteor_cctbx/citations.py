@@ -26,6 +26,17 @@ PAPERS = {
                "A robust normalized local filter to estimate compositional heterogeneity "
                "directly from cryo-EM maps", "Nat. Commun.", "14", "5802", 2023,
                "10.1038/s41467-023-41478-1"),
+    "terwilliger_2018": ("Terwilliger TC, Sobolev OV, Afonine PV, Adams PD",
+                         "Automated map sharpening by maximization of detail and connectivity",
+                         "Acta Cryst. D", "74", "545-559", 2018, "10.1107/S2059798318004655"),
+    "genick_2007": ("Genick UK", "Structure-factor extrapolation using the scalar "
+                    "approximation: theory, applications and limitations", "Acta Cryst. D",
+                    "63", "1029-1041", 2007, "10.1107/S0907444907038164"),
+    "coquelle_2018": ("Coquelle N, Sliwa M, Woodhouse J, et al",
+                      "Chromophore twisting in the excited state of a photoswitchable "
+                      "fluorescent protein captured by time-resolved serial femtosecond "
+                      "crystallography", "Nat. Chem.", "10", "31-37", 2018,
+                      "10.1038/nchem.2853"),
 }
 
 #: Papers each program rests on.
@@ -33,6 +44,10 @@ PROGRAM_PAPERS = {
     "diffmap": ("meteor", "rof", "beck_teboulle", "french_wilson"),
     "phaseboost": ("meteor", "rof", "beck_teboulle", "french_wilson"),
     "local_scale": ("occupy",),
+    "sharpen": ("terwilliger_2018",),
+    # the extrapolation, on meteor.diffmap's k-weighted, TV-denoised difference
+    "extrapolate": ("genick_2007", "coquelle_2018", "meteor", "rof", "beck_teboulle",
+                    "french_wilson"),
 }
 
 

@@ -58,17 +58,14 @@ def on_native_symmetry(array: miller.array, native: miller.array, what: str,
                        max_cell_difference_percent: float = 3.0) -> miller.array:
     """``array`` given the native's crystal symmetry when its cell differs a little (real pairs
     differ by a few per cent); Sorry for another space group or a cell beyond the threshold."""
+    from meteor_cctbx.reflections import check_same_crystal_form
+
     if array.crystal_symmetry().is_similar_symmetry(native.crystal_symmetry()):
         return array
-    if array.space_group() != native.space_group():
-        raise Sorry(f"The {what} is in space group {array.space_group_info()} but the native "
-                    f"in {native.space_group_info()}: give data of the same crystal form.")
-    difference = max_cell_difference(array.unit_cell(), native.unit_cell())
-    if difference > max_cell_difference_percent:
-        raise Sorry(f"The {what}'s cell ({fmt_cell(array.unit_cell())}) differs by "
-                    f"{difference:.2f} % from the native's ({fmt_cell(native.unit_cell())}), "
-                    f"more than isomorphism.max_cell_difference={max_cell_difference_percent}"
-                    f" %: the data are not isomorphous (raise the threshold to proceed).")
+    check_same_crystal_form(array.crystal_symmetry(), native.crystal_symmetry(), f"The {what}",
+                            "the native", max_cell_difference_percent,
+                            "give data of the same crystal form",
+                            "the data are not isomorphous (raise the threshold to proceed)")
     return array.customized_copy(crystal_symmetry=native.crystal_symmetry())
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, Sequence, TextIO
 
 import numpy as np
 
@@ -51,6 +51,18 @@ class ScanResult:
     def point_at(self, parameter: float) -> ScanPoint:
         """The evaluated point at ``parameter``."""
         return next(p for p in self.points if p.parameter == parameter)
+
+
+def scan_point_logger(log: TextIO, label: str, criterion: str, unit: str = "",
+                      indent: str = "    ") -> Callable[[ScanPoint], None]:
+    """A ``report`` callback (maximize_scalar) that prints each evaluated point to ``log`` as
+    one line: the parameter ``label`` (with ``unit``), its score by ``criterion``, the other
+    criteria and the seconds it took.  The one way scans log their progress."""
+    def report(point: ScanPoint) -> None:
+        others = "".join(f"  {name} = {value:.5f}" for name, value in point.others.items())
+        print(f"{indent}{label} = {point.parameter:<10.5g}{unit} {criterion} = "
+              f"{point.score:.5f}{others}  ({point.seconds:.2f} s)", file=log, flush=True)
+    return report
 
 
 def maximize_scalar(score: Callable[[float], float | tuple[float, dict]], lower: float,

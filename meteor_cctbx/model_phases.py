@@ -23,7 +23,7 @@ from libtbx.utils import Sorry, null_out
 from meteor_cctbx.cif_check import check_cif, looks_like_cif
 from meteor_cctbx.file_checks import check_input_file
 from meteor_cctbx.messages import one_line
-from meteor_cctbx.reflections import fmt_cell, max_cell_difference
+from meteor_cctbx.reflections import check_same_crystal_form, fmt_cell
 
 SCATTERING_TABLES = ("n_gaussian", "wk1995", "it1992", "electron", "neutron")
 
@@ -59,16 +59,10 @@ def load_model(path: str | os.PathLike, data_symmetry: crystal.symmetry | None =
                   f"{fmt_cell(data_symmetry.unit_cell())}).", file=log)
             symmetry = data_symmetry
         else:
-            if symmetry.space_group() != data_symmetry.space_group():
-                raise Sorry(f"Model {path} is in space group {symmetry.space_group_info()} "
-                            f"but the data are in {data_symmetry.space_group_info()}: give a "
-                            f"model in the data's setting.")
-            difference = max_cell_difference(symmetry.unit_cell(), data_symmetry.unit_cell())
-            if difference > max_cell_difference_percent:
-                raise Sorry(f"Model {path} cell ({fmt_cell(symmetry.unit_cell())}) differs by "
-                            f"{difference:.2f} % from the data's "
-                            f"({fmt_cell(data_symmetry.unit_cell())}): give a model for these "
-                            f"data or raise isomorphism.max_cell_difference.")
+            check_same_crystal_form(symmetry, data_symmetry, f"Model {path}", "the data",
+                                    max_cell_difference_percent,
+                                    "give a model in the data's setting",
+                                    "give a model for these data or raise the threshold")
             symmetry = data_symmetry
     elif not usable:
         raise Sorry(f"Model {path} has no crystal symmetry (CRYST1) and no data give one.")

@@ -22,6 +22,7 @@ import re
 import signal
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -589,3 +590,11 @@ def run_context(input_files: Sequence[str | os.PathLike | None]) -> dict:
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "working_directory": os.getcwd(),
             "input_files": [input_file_record(p) for p in seen if os.path.isfile(p)]}
+
+
+@contextlib.contextmanager
+def timed(timings: dict[str, float], stage: str) -> Iterator[None]:
+    """Set ``timings[stage]`` to the seconds (wall clock) the block took, if it completes."""
+    start = time.perf_counter()
+    yield
+    timings[stage] = time.perf_counter() - start

@@ -491,6 +491,25 @@ def fmt_cell(cell) -> str:
     return " ".join(f"{p:.2f}" for p in cell.parameters())
 
 
+def check_same_crystal_form(symmetry: crystal.symmetry, reference: crystal.symmetry,
+                            subject: str, reference_name: str,
+                            max_cell_difference_percent: float, space_group_fix: str,
+                            cell_fix: str) -> None:
+    """Sorry unless ``symmetry`` (of ``subject``) has the space group of ``reference`` (of
+    ``reference_name``) and a cell within ``max_cell_difference_percent`` of its cell (see
+    max_cell_difference); each message ends with what to do about it."""
+    if symmetry.space_group() != reference.space_group():
+        raise Sorry(f"{subject} is in space group {symmetry.space_group_info()} but "
+                    f"{reference_name} in {reference.space_group_info()}: {space_group_fix}.")
+    difference = max_cell_difference(symmetry.unit_cell(), reference.unit_cell())
+    if difference > max_cell_difference_percent:
+        raise Sorry(f"{subject}'s cell ({fmt_cell(symmetry.unit_cell())}) differs by "
+                    f"{difference:.2f} % from {reference_name}'s "
+                    f"({fmt_cell(reference.unit_cell())}), more than "
+                    f"isomorphism.max_cell_difference={max_cell_difference_percent} %: "
+                    f"{cell_fix}.")
+
+
 def data_summary(array: miller.array) -> dict:
     """Cell, space group, resolution range, reflection count and completeness of an array."""
     low, high = array.d_max_min()

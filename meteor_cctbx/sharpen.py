@@ -18,7 +18,7 @@ from libtbx.utils import Sorry, null_out
 
 import math
 from dataclasses import dataclass
-from typing import Callable, TextIO
+from typing import Callable
 
 import numpy as np
 import scipy.fft
@@ -685,11 +685,3 @@ def applied_scale(before: np.ndarray, after: np.ndarray, unit_cell, d_min: float
 def map_manager_like(template: MapManager, values: np.ndarray) -> MapManager:
     """A map_manager with ``values`` on ``template``'s grid, cell, origin shift and labels."""
     return template.customized_copy(map_data=flex.double(values.astype(np.float64)))
-
-
-def print_scan_point(log: TextIO, score_name: str) -> Callable[[ScanPoint], None]:
-    """A ``report`` callback that logs each scan point."""
-    def report(point: ScanPoint) -> None:
-        print(f"  b_sharpen = {point.parameter:8.2f} A^2   {score_name} = {point.score:10.5f}"
-              f"   ({point.seconds:.2f} s)", file=log, flush=True)
-    return report

@@ -1,6 +1,8 @@
-"""Helpers for running the programs in-process and reading their outputs."""
+"""Helpers the tests share: running the programs in-process, synthetic maps and files, and
+reading and comparing outputs."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import iotbx.mtz
@@ -60,3 +62,138 @@ def local_scale_params(**settings):
         scope, name = key.split("__")
         setattr(getattr(extract, scope), name, value)
     return extract
+
+
+def sharpen_params(*settings: str):
+    """meteor.sharpen parameters: the defaults with ``key=value`` settings (PHIL syntax)."""
+    import libtbx.phil
+
+    from meteor_cctbx.phil import master_phil
+
+    master = master_phil("sharpen")
+    return master.fetch(sources=[libtbx.phil.parse(s) for s in settings]).extract()
+
+
+def map_manager_of(values: np.ndarray, symmetry, origin=(0, 0, 0), cell_grid=None,
+                   wrapping: bool = True):
+    """A map_manager of ``values`` (a box at ``origin`` of a ``cell_grid`` unit-cell grid;
+    default: the whole unit cell of ``symmetry``)."""
+    from cctbx.array_family import flex
+    from iotbx.map_manager import map_manager
+
+    return map_manager(map_data=flex.double(np.ascontiguousarray(values, dtype=np.float64)),
+                       unit_cell_grid=cell_grid or values.shape,
+                       unit_cell_crystal_symmetry=symmetry, origin_shift_grid_units=origin,
+                       wrapping=wrapping and cell_grid is None)
+
+
+def map_on_grid(coefficients, n_real: tuple[int, int, int],
+                volume_scaled: bool = False) -> np.ndarray:
+    """The map of ``coefficients`` on a unit-cell grid of ``n_real`` points (cctbx's FFT;
+    ``volume_scaled``: on the absolute scale, divided by the cell volume)."""
+    from cctbx import maptbx
+
+    gridding = maptbx.crystal_gridding(coefficients.unit_cell(),
+                                       space_group_info=coefficients.space_group_info(),
+                                       pre_determined_n_real=n_real)
+    fft_map = coefficients.fft_map(crystal_gridding=gridding)
+    if volume_scaled:
+        fft_map.apply_volume_scaling()
+    return fft_map.real_map_unpadded().as_numpy_array()
+
+
+def cc(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson correlation of two real-space maps (any shape, same size)."""
+    return float(np.corrcoef(np.ravel(a), np.ravel(b))[0, 1])
+
+
+def chain_sites(n_atoms: int, radius: float, rng: np.random.Generator) -> np.ndarray:
+    """A self-avoiding random walk of 1.5 A steps inside a sphere: protein-like packing
+    (Cartesian, A, centred on the origin)."""
+    sites = [np.zeros(3)]
+    direction = np.array([1.0, 0.0, 0.0])
+    while len(sites) < n_atoms:
+        for _ in range(100):
+            step = direction + 0.9 * rng.normal(size=3)
+            step /= np.linalg.norm(step)
+            site = sites[-1] + 1.5 * step
+            if np.linalg.norm(site) > radius:
+                continue
+            if len(sites) > 2 and np.min(np.linalg.norm(np.array(sites[:-2]) - site,
+                                                          axis=1)) < 1.3:
+                continue
+            sites.append(site)
+            direction = step
+            break
+        else:  # boxed in: restart the chain elsewhere in the sphere
+            sites.append(rng.uniform(-radius / 2, radius / 2, 3))
+    return np.array(sites)
+
+
+def run_sharpen(args, directory: Path, monkeypatch) -> int:
+    """meteor.sharpen's console entry point run in ``directory``; its exit status."""
+    from meteor_cctbx.command_line.sharpen import main
+
+    monkeypatch.chdir(directory)
+    return main([str(a) for a in args])
+
+
+def write_mtz(path: Path, columns: dict) -> Path:
+    """Write {root label: miller array} into one MTZ (amplitudes get SIG<root> columns, map
+    coefficients PHI<root>)."""
+    dataset = None
+    for label, array in columns.items():
+        if dataset is None:
+            dataset = array.as_mtz_dataset(column_root_label=label)
+        else:
+            dataset.add_miller_array(array, column_root_label=label)
+    dataset.mtz_object().write(str(path))
+    return path
+
+
+#: Record entries that differ between runs of the same work besides timings.
+RUN_SPECIFIC = ("date", "working_directory", "command_line")
+
+
+def without_timings(value):
+    """A JSON record without what differs between runs of the same work: every timing (keys
+    naming seconds or timings), and the run's date, directory and command line."""
+    if isinstance(value, dict):
+        return {k: without_timings(v) for k, v in value.items()
+                if "seconds" not in k and "timings" not in k and k not in RUN_SPECIFIC}
+    if isinstance(value, list):
+        return [without_timings(v) for v in value]
+    return value
+
+
+def log_header(log: bytes) -> bytes:
+    """The run log's header (versions, command line, non-default parameters, citations); the
+    rest is the printed log, which holds clock times."""
+    return log.split(b"=" * 79)[0]
+
+
+def same_output(name: str, a: bytes, b: bytes) -> bool:
+    """Whether two versions of output file ``name`` hold the same result (records apart from
+    timings, logs by their headers, other files byte for byte)."""
+    if name.endswith(".json"):
+        return without_timings(json.loads(a)) == without_timings(json.loads(b))
+    if name.endswith(".log"):
+        return log_header(a) == log_header(b)
+    return a == b
+
+
+def loads_or_sorry(path: Path, data: bytes) -> str:
+    """Write ``data`` to ``path`` and read it as derivative amplitudes: 'loaded', 'sorry' (one
+    line), or any other exception raised."""
+    from libtbx.utils import Sorry
+
+    from meteor_cctbx.reflections import read_miller_arrays, select_amplitudes
+
+    path.write_bytes(data)
+    try:
+        arrays = read_miller_arrays(path)
+        select_amplitudes(arrays, str(path), None, "Derivative")
+    except Sorry as error:
+        assert str(error).strip() and "\n" not in str(error).strip()
+        return "sorry"
+    return "loaded"

@@ -37,7 +37,9 @@ def test_help_lists_the_parameters(name, tmp_path):
 
 
 @pytest.mark.parametrize("name, author", [("diffmap", "Rudin"), ("phaseboost", "Beck"),
-                                          ("local_scale", "Forsberg")])
+                                          ("local_scale", "Forsberg"),
+                                          ("sharpen", "Terwilliger"),
+                                          ("extrapolate", "Genick")])
 def test_citations_name_the_papers(name, author, tmp_path):
     result = run([script(name), "--citations"], tmp_path)
     assert result.returncode == 0, result.stderr

@@ -10,13 +10,8 @@ from meteor_cctbx.programs.diffmap import Program
 from meteor_cctbx.record import write_map_coefficients_mtz
 from meteor_cctbx.map_metrics import map_correlation
 
-from helpers import FAST, assert_one_line_sorry, mtz_arrays, run_program
+from helpers import FAST, assert_one_line_sorry, mtz_arrays, run_program, write_mtz
 
-
-
-def write_mtz(path: Path, array, root: str) -> Path:
-    array.as_mtz_dataset(column_root_label=root).mtz_object().write(str(path))
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -31,20 +26,19 @@ def files(example, tmp_path_factory):
         array.as_cif_simple(array_type="meas", out=text, data_name=role)
         f[f"{role}_cif"] = d / f"{role}.cif"
         f[f"{role}_cif"].write_text(text.getvalue())
-        f[f"{role}_int"] = write_mtz(d / f"{role}_int.mtz", array.f_as_f_sq(), "I")
+        f[f"{role}_int"] = write_mtz(d / f"{role}_int.mtz", {"I": array.f_as_f_sq()})
         f[f"{role}_nosig"] = write_mtz(
-            d / f"{role}_nosig.mtz", array.customized_copy(sigmas=None), "F")
-    f["nat_p1"] = write_mtz(d / "nat_p1.mtz", pair.native.expand_to_p1(), "F")
+            d / f"{role}_nosig.mtz", {"F": array.customized_copy(sigmas=None)})
+    f["nat_p1"] = write_mtz(d / "nat_p1.mtz", {"F": pair.native.expand_to_p1()})
     bigger = crystal.symmetry(unit_cell=(37.8, 42.0, 46.2, 90, 90, 90),
                               space_group_symbol="P 21 21 21")
-    f["nat_big_cell"] = write_mtz(d / "nat_big.mtz",
-                                  pair.native.customized_copy(crystal_symmetry=bigger), "F")
-    f["der_low"] = write_mtz(d / "der_low.mtz", pair.derivative.resolution_filter(d_min=6), "F")
-    f["nat_high"] = write_mtz(d / "nat_high.mtz", pair.native.resolution_filter(d_max=5), "F")
-    both = pair.derivative.as_mtz_dataset(column_root_label="F_on")
-    both.add_miller_array(pair.native, column_root_label="F_off")
-    f["both"] = d / "both.mtz"
-    both.mtz_object().write(str(f["both"]))
+    f["nat_big_cell"] = write_mtz(
+        d / "nat_big.mtz", {"F": pair.native.customized_copy(crystal_symmetry=bigger)})
+    f["der_low"] = write_mtz(d / "der_low.mtz",
+                             {"F": pair.derivative.resolution_filter(d_min=6)})
+    f["nat_high"] = write_mtz(d / "nat_high.mtz",
+                              {"F": pair.native.resolution_filter(d_max=5)})
+    f["both"] = write_mtz(d / "both.mtz", {"F_on": pair.derivative, "F_off": pair.native})
     data = f["der"].read_bytes()
     f["truncated"] = d / "truncated.mtz"
     f["truncated"].write_bytes(data[: len(data) // 2])

@@ -23,7 +23,7 @@ from libtbx.utils import Sorry
 
 from meteor_cctbx.file_checks import check_map_file
 
-from test_mtz_fuzz import loads_or_sorry
+from helpers import loads_or_sorry
 
 FUZZ = settings(max_examples=60, deadline=None, derandomize=True, database=None,
                 phases=[Phase.explicit, Phase.generate],  # no shrinking: a failure shows fast

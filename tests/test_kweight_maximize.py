@@ -1,11 +1,12 @@
 """k-weights follow their formula; the 1-D maximiser finds known optima and records points."""
+import io
 import math
 
 import numpy as np
 import pytest
 
 from meteor_cctbx.kweight import kweights
-from meteor_cctbx.maximize import maximize_scalar, parabola_vertex
+from meteor_cctbx.maximize import maximize_scalar, parabola_vertex, scan_point_logger
 
 
 def test_kweights_formula_and_normalisation():
@@ -63,3 +64,15 @@ def test_parabola_vertex():
     assert parabola_vertex((0, 0), (1, 1), (2, 0)) == pytest.approx(1.0)
     assert parabola_vertex((0, 0), (1, 2), (3, 0)) == pytest.approx(1.5)
     assert parabola_vertex((0, 0), (1, -1), (2, 0)) is None
+
+
+def test_scan_point_logger_prints_one_line_per_evaluated_point():
+    log = io.StringIO()
+    result = maximize_scalar(lambda x: (-(x - 0.3) ** 2, {"other": 2 * x}), 0.0, 1.0,
+                             name="x", n_coarse=5, tolerance=0.05,
+                             report=scan_point_logger(log, "x", "score", " A", "  "))
+    lines = log.getvalue().splitlines()
+    assert len(lines) == len(result.points)
+    for line, point in zip(lines, result.points):
+        assert line.startswith(f"  x = {point.parameter:<10.5g} A score = {point.score:.5f}")
+        assert f"other = {point.others['other']:.5f}" in line and line.endswith(" s)")

@@ -4,27 +4,20 @@ from __future__ import annotations
 import json
 
 # cctbx before scipy (see meteor_cctbx/sharpen.py)
-from cctbx import crystal, maptbx, xray
+from cctbx import crystal, xray
 from cctbx.array_family import flex
 
 import numpy as np
 import pytest
 
 from meteor_cctbx import local_sharpen, sharpen
-from test_sharpen import cc, chain_sites, map_manager, read_map, run
+from helpers import cc, chain_sites, map_manager_of, map_on_grid, read_map, run_sharpen
 
 CELL = 48.0
 GRID = 80
 D_MIN = 2.5
 B_ATOMS = 20.0
 BLUR = (20.0, 80.0)  # extra B of the molecule at x < CELL/2 and of the one at x > CELL/2
-
-
-def map_of(coefficients) -> np.ndarray:
-    gridding = maptbx.crystal_gridding(coefficients.unit_cell(),
-                                       space_group_info=coefficients.space_group_info(),
-                                       pre_determined_n_real=(GRID,) * 3)
-    return coefficients.fft_map(crystal_gridding=gridding).real_map_unpadded().as_numpy_array()
 
 
 @pytest.fixture(scope="module")
@@ -47,12 +40,12 @@ def two_molecules():
             scatterers.append(xray.scatterer("C", site=tuple(site / CELL), b=B_ATOMS + extra))
         return xray.structure(crystal_symmetry=symmetry, scatterers=scatterers)
 
-    truth = map_of(structure((0.0, 0.0)).structure_factors(d_min=D_MIN).f_calc())
-    clean = map_of(structure(BLUR).structure_factors(d_min=D_MIN).f_calc())
+    truth, clean = (map_on_grid(structure(blur).structure_factors(d_min=D_MIN).f_calc(),
+                                (GRID,) * 3) for blur in ((0.0, 0.0), BLUR))
     noise = np.random.default_rng(0)
     halves = [clean + noise.normal(scale=clean.std(), size=clean.shape) for _ in range(2)]
     x = (np.arange(GRID) + 0.5) * CELL / GRID
-    molecule = sharpen.MolecularRegion.of_map(map_manager(truth, symmetry), D_MIN).mask
+    molecule = sharpen.MolecularRegion.of_map(map_manager_of(truth, symmetry), D_MIN).mask
     left = molecule & (x[:, None, None] < CELL / 2)
     return {"symmetry": symmetry, "truth": truth, "halves": halves,
             "regions": (left, molecule & ~left)}
@@ -86,14 +79,14 @@ def test_slope_to_b_calibration_inverts_a_uniform_b():
 def test_local_sharpening_program_sharpens_the_blurred_molecule_more(two_molecules, tmp_path,
                                                                      monkeypatch):
     for i, half in enumerate(two_molecules["halves"]):
-        map_manager(half, two_molecules["symmetry"]).write_map(str(tmp_path / f"h{i}.ccp4"))
+        map_manager_of(half, two_molecules["symmetry"]).write_map(str(tmp_path / f"h{i}.ccp4"))
     common = ["half_map=h0.ccp4", "half_map=h1.ccp4", f"resolution={D_MIN}"]
-    assert run([*common, "output.prefix=overall"], tmp_path, monkeypatch) == 0
-    assert run([*common, "sharpening.local=True", "output.prefix=local"], tmp_path,
-               monkeypatch) == 0
+    assert run_sharpen([*common, "output.prefix=overall"], tmp_path, monkeypatch) == 0
+    assert run_sharpen([*common, "sharpening.local=True", "output.prefix=local"], tmp_path,
+                       monkeypatch) == 0
     record = json.loads((tmp_path / "local.json").read_text())
     assert record["local"]["from"] == "half maps"
-    maps = {p: read_map(tmp_path / f"{p}.ccp4").map_data().as_numpy_array()
+    maps = {p: read_map(tmp_path / f"{p}.ccp4")[1]
             for p in ("overall", "local")}
     truth = two_molecules["truth"]
     left, right = two_molecules["regions"]
@@ -104,15 +97,15 @@ def test_local_sharpening_program_sharpens_the_blurred_molecule_more(two_molecul
 def test_local_sharpening_of_a_single_map_and_a_bad_window(two_molecules, tmp_path,
                                                           monkeypatch, capsys):
     average = (two_molecules["halves"][0] + two_molecules["halves"][1]) / 2
-    map_manager(average, two_molecules["symmetry"]).write_map(str(tmp_path / "map.ccp4"))
+    map_manager_of(average, two_molecules["symmetry"]).write_map(str(tmp_path / "map.ccp4"))
     common = ["map.ccp4", f"resolution={D_MIN}", "sharpening.local=True"]
-    assert run([*common, "sharpening.local_d_max=2"], tmp_path, monkeypatch) == 1
+    assert run_sharpen([*common, "sharpening.local_d_max=2"], tmp_path, monkeypatch) == 1
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "sharpening.local_d_max" in error
     assert not list(tmp_path.glob("meteor_sharpen*"))
-    assert run(common, tmp_path, monkeypatch) == 0
+    assert run_sharpen(common, tmp_path, monkeypatch) == 0
     record = json.loads((tmp_path / "meteor_sharpen.json").read_text())
     assert record["local"]["from"] == "map" and record["method"] == "b_factor"
     assert min(record["local"]["b_applied"]) >= 0.0  # a blurred map is never blurred
-    out = read_map(tmp_path / "meteor_sharpen.ccp4").map_data().as_numpy_array()
+    out = read_map(tmp_path / "meteor_sharpen.ccp4")[1]
     assert cc(out, two_molecules["truth"]) > cc(average, two_molecules["truth"])

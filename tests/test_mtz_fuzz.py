@@ -17,9 +17,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from libtbx.utils import Sorry
 
-from meteor_cctbx.reflections import read_miller_arrays, select_amplitudes
+from meteor_cctbx.reflections import read_miller_arrays
 
 from conftest import SHARED_DATA
+from helpers import loads_or_sorry
 
 HEADER_TEXT = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 .+-/'\",=!#()"
 FUZZ = settings(max_examples=300, deadline=None, derandomize=True, database=None,
@@ -78,18 +79,6 @@ def mutated(draw, sources: list[bytes]) -> bytes:
             text = draw(st.lists(st.sampled_from(list(alphabet)), min_size=1, max_size=16))
             data[position:position + len(text)] = bytes(text)
     return bytes(data)
-
-
-def loads_or_sorry(path: Path, data: bytes) -> str:
-    """'loaded', 'sorry' (one line), or any other exception raised."""
-    path.write_bytes(data)
-    try:
-        arrays = read_miller_arrays(path)
-        select_amplitudes(arrays, str(path), None, "Derivative")
-    except Sorry as error:
-        assert str(error).strip() and "\n" not in str(error).strip()
-        return "sorry"
-    return "loaded"
 
 
 def test_random_bytes_load_or_give_sorry(tmp_path):

@@ -20,7 +20,8 @@ import pytest
 from meteor_cctbx.programs.diffmap import Program as Diffmap
 from meteor_cctbx.programs.sharpen import Program as Sharpen
 
-from helpers import DIFFMAP_OUTPUTS, FAST, example_inputs, run_program
+from helpers import (DIFFMAP_OUTPUTS, FAST, example_inputs, run_program, same_output,
+                     without_timings)
 
 OUTPUTS = DIFFMAP_OUTPUTS
 RECORD = "meteor_diffmap.json"
@@ -30,34 +31,6 @@ WRITE_ALL = FAST + ["output.map=True", "output.overwrite=True"]
 def visible_files(directory: Path) -> dict[str, bytes]:
     """Files a later pipeline step would see (temporaries are hidden dot files)."""
     return {p.name: p.read_bytes() for p in directory.iterdir() if not p.name.startswith(".")}
-
-
-RUN_SPECIFIC = ("date", "working_directory", "command_line")
-
-
-def without_timings(value):
-    """A JSON record without what differs between runs of the same work: every timing (keys
-    naming seconds or timings), and the run's date, directory and command line."""
-    if isinstance(value, dict):
-        return {k: without_timings(v) for k, v in value.items()
-                if "seconds" not in k and "timings" not in k and k not in RUN_SPECIFIC}
-    if isinstance(value, list):
-        return [without_timings(v) for v in value]
-    return value
-
-
-def log_header(log: bytes) -> bytes:
-    """The run log's header (versions, command line, non-default parameters, citations); the
-    rest is the printed log, which holds clock times."""
-    return log.split(b"=" * 79)[0]
-
-
-def same_output(name: str, a: bytes, b: bytes) -> bool:
-    if name.endswith(".json"):
-        return without_timings(json.loads(a)) == without_timings(json.loads(b))
-    if name.endswith(".log"):
-        return log_header(a) == log_header(b)
-    return a == b
 
 
 def assert_previous_or_new(state: dict[str, bytes], previous: dict[str, bytes],

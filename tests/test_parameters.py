@@ -27,7 +27,8 @@ from meteor_cctbx.programs.diffmap import Program as Diffmap
 from meteor_cctbx.programs.local_scale import Program as LocalScale
 from meteor_cctbx.programs.phaseboost import Program as Phaseboost
 
-from helpers import FAST, read_map
+from helpers import (FAST, assert_one_line_sorry, read_map, run_program, without_timings,
+                     write_mtz)
 
 PROGRAMS = {"diffmap": Diffmap, "phaseboost": Phaseboost, "local_scale": LocalScale}
 
@@ -52,17 +53,6 @@ def perturbed(array, seed: int, relative: float = 0.05):
     values = array.data().as_numpy_array()
     return array.customized_copy(data=flex.double(np.abs(values * (1 + relative * rng.normal(
         size=values.size)))))
-
-
-def write_mtz(path: Path, columns: dict) -> None:
-    """Write {root label: miller array} into one MTZ (amplitudes get SIG<root> columns)."""
-    dataset = None
-    for label, array in columns.items():
-        if dataset is None:
-            dataset = array.as_mtz_dataset(column_root_label=label)
-        else:
-            dataset.add_miller_array(array, column_root_label=label)
-    dataset.mtz_object().write(str(path))
 
 
 @pytest.fixture(scope="module")
@@ -122,8 +112,6 @@ def run(program: str, args: list[str], directory: Path) -> dict:
     """Run a program in ``directory``; return what it gave: status, file names, the map
     values (or coefficients) of every map/MTZ output and the record without its parameters,
     run context, outputs list and timings."""
-    from test_outputs import without_timings
-
     directory.mkdir()
     with contextlib.chdir(directory), contextlib.redirect_stdout(io.StringIO()), \
             contextlib.redirect_stderr(io.StringIO()) as err:
@@ -294,7 +282,7 @@ def test_every_parameter_has_a_case(program):
     assert not missing, f"parameters without a test case: {sorted(missing)}"
 
 
-@pytest.mark.parametrize("program", sorted(CASES))
+@pytest.mark.parametrize("program", sorted({*CASES, "sharpen", "extrapolate", "batch"}))
 def test_every_parameter_has_a_caption_expert_level_and_help(program):
     """As mmtbx programs do: GUIs and --show-defaults=<level> rely on them."""
     def walk(scope, prefix):
@@ -376,3 +364,19 @@ def run_in(program: str, args: list[str], directory: Path) -> int:
     with contextlib.chdir(directory), contextlib.redirect_stdout(io.StringIO()), \
             contextlib.redirect_stderr(io.StringIO()):
         return run_as_command(PROGRAMS[program], args)
+
+
+@pytest.mark.parametrize("program, setting", [
+    ("diffmap", "validation.seed=-1"), ("extrapolate", "extrapolate.seed=-1"),
+    ("sharpen", "sharpening.b_blur_hires=-10"), ("sharpen", "sharpening.search.n_steps=2"),
+    ("extrapolate", "extrapolate.confidence=1.2"), ("batch", "dask.n_workers=0")])
+def test_values_outside_the_phil_range_are_one_sorry_naming_the_parameter(program, setting,
+                                                                          tmp_path, capsys):
+    """Ranges live in the PHIL types: the parser refuses them before any work or output."""
+    import importlib
+
+    program_class = importlib.import_module(f"meteor_cctbx.programs.{program}").Program
+    with contextlib.chdir(tmp_path):
+        status, _, err = run_program(program_class, [setting], capsys)
+    assert_one_line_sorry(status, err, setting.split("=")[0], "allowed value")
+    assert not list(tmp_path.iterdir())

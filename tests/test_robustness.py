@@ -29,8 +29,8 @@ from meteor_cctbx.record import write_map_coefficients_mtz
 from meteor_cctbx.reflections import as_amplitudes, match_indexing
 from meteor_cctbx.synthetic import random_protein_like
 
-from helpers import DIFFMAP_OUTPUTS, FAST, assert_one_line_sorry, mtz_arrays, run_program
-from test_outputs import same_output, without_timings
+from helpers import (DIFFMAP_OUTPUTS, FAST, assert_one_line_sorry, mtz_arrays, run_program,
+                     same_output, without_timings)
 
 OUTPUTS = DIFFMAP_OUTPUTS
 

@@ -53,3 +53,16 @@ def test_citation_phil_is_libtbx_format_with_a_doi_each(program):
     assert [c.article_id for c in citations] == list(PROGRAM_PAPERS[program])
     for citation in citations:
         assert citation.doi_id == PAPERS[citation.article_id][-1] and citation.year
+
+
+@pytest.mark.parametrize("program", sorted(PROGRAM_PAPERS))
+def test_citations_option_prints_every_paper_of_the_program(program, capsys):
+    import importlib
+
+    main = importlib.import_module(f"meteor_cctbx.command_line.{program}").main
+    main(["--citations"])
+    out = " ".join(capsys.readouterr().out.split())
+    for article_id in PROGRAM_PAPERS[program]:
+        authors, title, *_, year, _ = PAPERS[article_id]
+        assert f"{authors.split()[0]}" in out and f"({year})" in out
+        assert " ".join(title.split()[:4]) in out, (article_id, out)

@@ -9,10 +9,9 @@ import sys
 from pathlib import Path
 
 # cctbx before scipy (see meteor_cctbx/sharpen.py)
-from cctbx import crystal, maptbx, miller, xray
+from cctbx import crystal, miller, xray
 from cctbx.array_family import flex
 import iotbx.mtz
-from iotbx.map_manager import map_manager as MapManager
 from iotbx.map_model_manager import map_model_manager as MapModelManager
 
 import numpy as np
@@ -20,8 +19,9 @@ import pytest
 import scipy.stats
 
 from meteor_cctbx import sharpen
-from meteor_cctbx.command_line.sharpen import main
 from meteor_cctbx.synthetic import random_protein_like
+
+from helpers import cc, chain_sites, map_manager_of, map_on_grid, read_map, run_sharpen
 
 CELL = 40.0
 GRID = 64
@@ -30,50 +30,9 @@ BLUR = 100.0
 FORM = sharpen.SharpeningForm(d_min=0.833 * D_MIN, d_cut=D_MIN)
 
 
-def chain_sites(n_atoms: int, radius: float, rng: np.random.Generator) -> np.ndarray:
-    """A self-avoiding random walk of 1.5 Å steps inside a sphere: protein-like packing."""
-    sites = [np.zeros(3)]
-    direction = np.array([1.0, 0.0, 0.0])
-    while len(sites) < n_atoms:
-        for _ in range(100):
-            step = direction + 0.9 * rng.normal(size=3)
-            step /= np.linalg.norm(step)
-            site = sites[-1] + 1.5 * step
-            if np.linalg.norm(site) > radius:
-                continue
-            if len(sites) > 2 and np.min(np.linalg.norm(np.array(sites[:-2]) - site,
-                                                          axis=1)) < 1.3:
-                continue
-            sites.append(site)
-            direction = step
-            break
-        else:  # boxed in: restart the chain elsewhere in the sphere
-            sites.append(rng.uniform(-radius / 2, radius / 2, 3))
-    return np.array(sites)
-
-
-def map_of(coefficients: miller.array) -> np.ndarray:
-    gridding = maptbx.crystal_gridding(coefficients.unit_cell(),
-                                       space_group_info=coefficients.space_group_info(),
-                                       pre_determined_n_real=(GRID,) * 3)
-    return coefficients.fft_map(crystal_gridding=gridding).real_map_unpadded().as_numpy_array()
-
-
 def blurred(coefficients: miller.array, b: float) -> miller.array:
     factors = flex.exp(-b * coefficients.d_star_sq().data() / 4.0)
     return coefficients.customized_copy(data=coefficients.data() * factors)
-
-
-def map_manager(values: np.ndarray, symmetry, origin=(0, 0, 0), cell_grid=None,
-                wrapping: bool = True) -> MapManager:
-    return MapManager(map_data=flex.double(np.ascontiguousarray(values, dtype=np.float64)),
-                      unit_cell_grid=cell_grid or values.shape,
-                      unit_cell_crystal_symmetry=symmetry, origin_shift_grid_units=origin,
-                      wrapping=wrapping and cell_grid is None)
-
-
-def cc(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.corrcoef(np.ravel(a), np.ravel(b))[0, 1])
 
 
 @pytest.fixture(scope="module")
@@ -91,8 +50,8 @@ def structure():
 def data(structure):
     """Truth map, its blurred (B = 100 Å²) noisy version, two noisy half maps."""
     f_calc = structure.structure_factors(d_min=D_MIN).f_calc()
-    truth = map_of(f_calc)
-    clean = map_of(blurred(f_calc, BLUR))
+    truth = map_on_grid(f_calc, (GRID,) * 3)
+    clean = map_on_grid(blurred(f_calc, BLUR), (GRID,) * 3)
     rng = np.random.default_rng(0)
     noisy = clean + rng.normal(scale=0.35 * clean.std(), size=clean.shape)
     halves = [clean + rng.normal(scale=clean.std(), size=clean.shape) for _ in range(2)]
@@ -152,7 +111,7 @@ def test_effective_b_of_a_plain_b_sharpening_is_that_b(data):
 
 @pytest.mark.parametrize("score", ["negentropy", "kurtosis"])
 def test_b_factor_search_recovers_the_best_single_b_map(data, score):
-    mm = map_manager(data["noisy"], data["symmetry"])
+    mm = map_manager_of(data["noisy"], data["symmetry"])
     result = sharpen.sharpen_b_factor(mm, D_MIN, FORM, score_name=score)
     cc_in = cc(data["noisy"], data["truth"])
     cc_out = cc(result.map_values, data["truth"])
@@ -162,7 +121,7 @@ def test_b_factor_search_recovers_the_best_single_b_map(data, score):
 
 @pytest.fixture(scope="module")
 def scans(data):
-    mm = map_manager(data["noisy"], data["symmetry"])
+    mm = map_manager_of(data["noisy"], data["symmetry"])
     return {score: sharpen.sharpen_b_factor(mm, D_MIN, FORM, score_name=score)
             for score in sharpen.SCORES}
 
@@ -207,7 +166,7 @@ def test_adjusted_sa_scan_values_follow_cctbx_score_map(data, scans):
 
 def test_half_map_sharpening_beats_the_plain_average(data):
     """cryo-EM-like half maps (not wrapped), resolution from their FSC, default settings."""
-    h1, h2 = (map_manager(h, data["symmetry"], wrapping=False) for h in data["halves"])
+    h1, h2 = (map_manager_of(h, data["symmetry"], wrapping=False) for h in data["halves"])
     fsc = sharpen.half_map_fsc(h1, h2)
     assert 2.5 < fsc.d_min < 4.5 and fsc.fsc[0] > 0.5
     mmm = MapModelManager(map_manager_1=h1, map_manager_2=h2)
@@ -238,12 +197,12 @@ def test_half_map_program_beats_cctbx_half_map_sharpen(data, tmp_path, monkeypat
     default (FSC weight, B by negentropy) correlates with the unblurred truth better than
     cctbx's half_map_sharpen (half_map_weighting=cctbx) and reaches 0.90."""
     for i, half in enumerate(data["halves"]):
-        map_manager(half, data["symmetry"]).write_map(str(tmp_path / f"half_{i}.ccp4"))
+        map_manager_of(half, data["symmetry"]).write_map(str(tmp_path / f"half_{i}.ccp4"))
     halves = ["half_map=half_0.ccp4", "half_map=half_1.ccp4", f"resolution={D_MIN}"]
-    assert run([*halves, "output.prefix=fsc"], tmp_path, monkeypatch) == 0
-    assert run([*halves, "sharpening.half_map_weighting=cctbx", "output.prefix=cctbx"],
-               tmp_path, monkeypatch) == 0
-    ours, theirs = (cc(read_map(tmp_path / f"{p}.ccp4").map_data().as_numpy_array(),
+    assert run_sharpen([*halves, "output.prefix=fsc"], tmp_path, monkeypatch) == 0
+    assert run_sharpen([*halves, "sharpening.half_map_weighting=cctbx", "output.prefix=cctbx"],
+                       tmp_path, monkeypatch) == 0
+    ours, theirs = (cc(read_map(tmp_path / f"{p}.ccp4")[1],
                        data["truth"]) for p in ("fsc", "cctbx"))
     record = json.loads((tmp_path / "fsc.json").read_text())
     assert record["method"] == "half_map" and record["b_factor"]["weight_from"] == "half-map FSC"
@@ -254,25 +213,16 @@ def test_half_map_program_beats_cctbx_half_map_sharpen(data, tmp_path, monkeypat
 # The program
 
 
-def run(args, tmp_path, monkeypatch) -> int:
-    monkeypatch.chdir(tmp_path)
-    return main([str(a) for a in args])
-
-
-def read_map(path) -> MapManager:
-    return MapManager(file_name=str(path))
-
-
 def test_program_writes_map_coefficients_record_and_plot(data, tmp_path, monkeypatch):
-    map_manager(data["noisy"], data["symmetry"]).write_map(str(tmp_path / "in.ccp4"))
-    assert run(["in.ccp4", f"resolution={D_MIN}"], tmp_path, monkeypatch) == 0
+    map_manager_of(data["noisy"], data["symmetry"]).write_map(str(tmp_path / "in.ccp4"))
+    assert run_sharpen(["in.ccp4", f"resolution={D_MIN}"], tmp_path, monkeypatch) == 0
     record = json.loads((tmp_path / "meteor_sharpen.json").read_text())
     assert record["method"] == "b_factor"
     points = record["b_factor"]["scan"]["points"]
     assert len(points) >= 21 and record["b_factor"]["b_sharpen"] == max(
         points, key=lambda p: p["score"])["parameter"]
     assert record["effective_b"] is not None and record["timings"]
-    out = read_map(tmp_path / "meteor_sharpen.ccp4").map_data().as_numpy_array()
+    out = read_map(tmp_path / "meteor_sharpen.ccp4")[1]
     assert cc(out, data["truth"]) > cc(data["noisy"], data["truth"])
     labels = iotbx.mtz.object(str(tmp_path / "meteor_sharpen.mtz")).column_labels()
     assert "FWT" in labels and "PHWT" in labels
@@ -291,14 +241,14 @@ def test_mtz_and_map_input_give_the_same_answer(data, tmp_path, monkeypatch):
     coefficients.fft_map(resolution_factor=1 / 3).as_map_manager().write_map(
         str(tmp_path / "in.ccp4"))
     d_min = coefficients.d_min()
-    assert run(["in.mtz", "labels=2FOFCWT,PHI2FOFCWT", "output.prefix=from_mtz"], tmp_path,
-               monkeypatch) == 0
-    assert run(["in.ccp4", f"resolution={d_min}", "output.prefix=from_map"], tmp_path,
-               monkeypatch) == 0
+    assert run_sharpen(["in.mtz", "labels=2FOFCWT,PHI2FOFCWT", "output.prefix=from_mtz"], tmp_path,
+                       monkeypatch) == 0
+    assert run_sharpen(["in.ccp4", f"resolution={d_min}", "output.prefix=from_map"], tmp_path,
+                       monkeypatch) == 0
     records = [json.loads((tmp_path / f"{p}.json").read_text()) for p in ("from_mtz", "from_map")]
     assert records[0]["b_factor"]["b_sharpen"] == pytest.approx(
         records[1]["b_factor"]["b_sharpen"], abs=2.5)
-    maps = [read_map(tmp_path / f"{p}.ccp4").map_data().as_numpy_array()
+    maps = [read_map(tmp_path / f"{p}.ccp4")[1]
             for p in ("from_mtz", "from_map")]
     assert maps[0].shape == maps[1].shape and cc(*maps) > 0.999
 
@@ -310,7 +260,7 @@ def std_ratio(a: np.ndarray, b: np.ndarray) -> float:
 def assert_grid_fits_space_group(path) -> None:
     """iotbx reads the map's cell grid and space group; the grid is one cctbx accepts for it
     (refine_gridding leaves a compatible grid unchanged)."""
-    mm = read_map(path)
+    mm = read_map(path)[0]
     group = mm.unit_cell_crystal_symmetry().space_group()
     assert tuple(group.refine_gridding(mm.unit_cell_grid)) == tuple(mm.unit_cell_grid)
 
@@ -318,14 +268,14 @@ def assert_grid_fits_space_group(path) -> None:
 def test_map_to_coefficients_to_sharpen_equals_map_to_sharpen(data, tmp_path, monkeypatch):
     """Round trip: the map's own Fourier coefficients (to the same Fourier limit) as an MTZ give
     the map route's result on the same absolute scale (searched B, defaults otherwise)."""
-    mm = map_manager(data["noisy"], data["symmetry"])
+    mm = map_manager_of(data["noisy"], data["symmetry"])
     mm.write_map(str(tmp_path / "in.ccp4"))
     mm.map_as_fourier_coefficients(d_min=0.833 * D_MIN).as_mtz_dataset(
         column_root_label="FWT").mtz_object().write(str(tmp_path / "in.mtz"))
-    assert run(["in.ccp4", f"resolution={D_MIN}", "output.prefix=from_map"], tmp_path,
-               monkeypatch) == 0
-    assert run(["in.mtz", f"resolution={D_MIN}", "output.prefix=from_mtz"], tmp_path,
-               monkeypatch) == 0
+    assert run_sharpen(["in.ccp4", f"resolution={D_MIN}", "output.prefix=from_map"], tmp_path,
+                       monkeypatch) == 0
+    assert run_sharpen(["in.mtz", f"resolution={D_MIN}", "output.prefix=from_mtz"], tmp_path,
+                       monkeypatch) == 0
     records = [json.loads((tmp_path / f"{p}.json").read_text()) for p in ("from_map", "from_mtz")]
     assert records[1]["b_factor"]["b_sharpen"] == pytest.approx(
         records[0]["b_factor"]["b_sharpen"], abs=5.0)  # masks on 64^3 and 60^3 grids
@@ -333,8 +283,8 @@ def test_map_to_coefficients_to_sharpen_equals_map_to_sharpen(data, tmp_path, mo
     assert [f["path"] for f in records[0]["run"]["input_files"]] == ["in.ccp4"]
     # the MTZ holds no grid (cctbx picks 60^3 for it, the map has 64^3): compare both maps'
     # Fourier terms on one grid
-    terms = [read_map(tmp_path / f"{p}.ccp4").map_as_fourier_coefficients(d_min=0.833 * D_MIN)
-             for p in ("from_map", "from_mtz")]
+    terms = [read_map(tmp_path / f"{p}.ccp4")[0].map_as_fourier_coefficients(
+                 d_min=0.833 * D_MIN) for p in ("from_map", "from_mtz")]
     terms = terms[0].common_sets(terms[1])
     maps = [sharpen.map_manager_from_coefficients(t).map_data().as_numpy_array()
             for t in terms]
@@ -363,25 +313,20 @@ def test_mtz_route_is_on_the_absolute_scale_on_a_symmetry_grid(orthorhombic, tmp
     sharpen.map_manager_from_coefficients(coefficients).write_map(str(tmp_path / "in.ccp4"))
     assert_grid_fits_space_group(tmp_path / "in.ccp4")
     common = ["sharpening.b_sharpen=50", "sharpening.d_min_ratio=1"]
-    assert run(["in.mtz", "output.prefix=from_mtz", *common], tmp_path, monkeypatch) == 0
-    assert run(["in.ccp4", f"resolution={coefficients.d_min()}", "output.prefix=from_map",
-                *common], tmp_path, monkeypatch) == 0
-    from_mtz = read_map(tmp_path / "from_mtz.ccp4")
+    assert run_sharpen(["in.mtz", "output.prefix=from_mtz", *common], tmp_path, monkeypatch) == 0
+    assert run_sharpen(["in.ccp4", f"resolution={coefficients.d_min()}", "output.prefix=from_map",
+                        *common], tmp_path, monkeypatch) == 0
+    from_mtz = read_map(tmp_path / "from_mtz.ccp4")[0]
     assert from_mtz.unit_cell_crystal_symmetry().space_group_info().type().number() == 19
     assert_grid_fits_space_group(tmp_path / "from_mtz.ccp4")
     assert_grid_fits_space_group(tmp_path / "from_map.ccp4")
     values = from_mtz.map_data().as_numpy_array()
-    gridding = maptbx.crystal_gridding(coefficients.unit_cell(),
-                                       space_group_info=coefficients.space_group_info(),
-                                       pre_determined_n_real=from_mtz.unit_cell_grid)
     expected_coefficients = coefficients.customized_copy(data=coefficients.data() * flex.exp(
         50.0 * coefficients.d_star_sq().data() / 4.0))
-    fft_map = expected_coefficients.fft_map(crystal_gridding=gridding)
-    fft_map.apply_volume_scaling()
-    expected = fft_map.real_map_unpadded().as_numpy_array()
+    expected = map_on_grid(expected_coefficients, from_mtz.unit_cell_grid, volume_scaled=True)
     assert cc(values, expected) > 0.9999
     assert std_ratio(values, expected) == pytest.approx(1.0, abs=0.01)
-    from_map = read_map(tmp_path / "from_map.ccp4").map_data().as_numpy_array()
+    from_map = read_map(tmp_path / "from_map.ccp4")[1]
     assert cc(from_map, values) >= 0.999
     assert std_ratio(from_map, values) == pytest.approx(1.0, abs=0.01)
 
@@ -419,7 +364,7 @@ def test_b_factor_sharpening_lowers_the_wilson_b_and_keeps_the_data(d_min, cell,
                             ).structure_factors(d_min=d_min).f_calc()
     observed = with_shell_noise(blurred(f_calc, BLUR), 0.5, rng)
     observed.as_mtz_dataset(column_root_label="FWT").mtz_object().write(str(tmp_path / "in.mtz"))
-    assert run(["in.mtz"], tmp_path, monkeypatch) == 0
+    assert run_sharpen(["in.mtz"], tmp_path, monkeypatch) == 0
     record = json.loads((tmp_path / "meteor_sharpen.json").read_text())
     assert record["resolution"] == pytest.approx(observed.d_min())
     # the default noise weight from the solvent keeps every shell to the data's resolution
@@ -434,7 +379,7 @@ def test_b_factor_sharpening_lowers_the_wilson_b_and_keeps_the_data(d_min, cell,
     assert out.size() == observed.size() and flex.min(ratio) >= 1 - 1e-6
     truth = sharpen.map_manager_from_coefficients(f_calc).map_data().as_numpy_array()
     before = sharpen.map_manager_from_coefficients(observed).map_data().as_numpy_array()
-    after = read_map(tmp_path / "meteor_sharpen.ccp4").map_data().as_numpy_array()
+    after = read_map(tmp_path / "meteor_sharpen.ccp4")[1]
     assert cc(after, truth) > cc(before, truth) + 0.01
 
 
@@ -442,7 +387,7 @@ def test_solvent_noise_weight_estimates_the_signal_fraction(data):
     """White noise of 0.35 x the rms of a map blurred by 100 A^2: the weight from the solvent
     is near 1 at low resolution, drops where the blurred signal sinks below the noise, and
     sharpening with it beats sharpening every term to the resolution."""
-    mm = map_manager(data["noisy"], data["symmetry"])
+    mm = map_manager_of(data["noisy"], data["symmetry"])
     values = data["noisy"].astype(np.float32)
     fourier = sharpen.FourierMap.from_map(values, data["symmetry"].unit_cell())
     molecule = sharpen.MolecularRegion.of_map(mm, D_MIN).mask
@@ -461,11 +406,11 @@ def test_single_map_default_beats_every_b_of_phenix_form(data, tmp_path, monkeyp
 
     from cctbx.maptbx import segment_and_split_map
 
-    map_manager(data["noisy"], data["symmetry"]).write_map(str(tmp_path / "in.ccp4"))
-    assert run(["in.ccp4", f"resolution={D_MIN}"], tmp_path, monkeypatch) == 0
-    ours = cc(read_map(tmp_path / "meteor_sharpen.ccp4").map_data().as_numpy_array(),
+    map_manager_of(data["noisy"], data["symmetry"]).write_map(str(tmp_path / "in.ccp4"))
+    assert run_sharpen(["in.ccp4", f"resolution={D_MIN}"], tmp_path, monkeypatch) == 0
+    ours = cc(read_map(tmp_path / "meteor_sharpen.ccp4")[1],
               data["truth"])
-    coefficients = map_manager(data["noisy"], data["symmetry"]).map_as_fourier_coefficients(
+    coefficients = map_manager_of(data["noisy"], data["symmetry"]).map_as_fourier_coefficients(
         d_min=0.833 * D_MIN)
     best_phenix = max(cc(segment_and_split_map.apply_sharpening(
         map_coeffs=coefficients, n_real=(GRID,) * 3, b_sharpen=float(b),
@@ -480,7 +425,7 @@ def test_search_never_blurs_a_blurred_noisy_map(data):
     rng = np.random.default_rng(9)
     very_noisy = data["noisy"] + rng.normal(scale=3.0 * data["noisy"].std(),
                                             size=data["noisy"].shape)
-    result = sharpen.sharpen_b_factor(map_manager(very_noisy, data["symmetry"]), D_MIN, FORM)
+    result = sharpen.sharpen_b_factor(map_manager_of(very_noisy, data["symmetry"]), D_MIN, FORM)
     assert min(p.parameter for p in result.scan.points) == 0.0
     assert result.b_sharpen >= 0.0
 
@@ -488,12 +433,13 @@ def test_search_never_blurs_a_blurred_noisy_map(data):
 def test_nonzero_origin_cell_and_labels_round_trip(data, tmp_path, monkeypatch):
     box = data["noisy"][4:60, 6:58, 2:62]
     origin = (-20, 7, 33)
-    mm = map_manager(box, data["symmetry"], origin=origin, cell_grid=(GRID,) * 3)
+    mm = map_manager_of(box, data["symmetry"], origin=origin, cell_grid=(GRID,) * 3)
     mm.add_label("synthetic test box")
     mm.write_map(str(tmp_path / "box.ccp4"))
-    assert run(["box.ccp4", f"resolution={D_MIN}", "sharpening.b_sharpen=50"], tmp_path,
-               monkeypatch) == 0
-    before, after = read_map(tmp_path / "box.ccp4"), read_map(tmp_path / "meteor_sharpen.ccp4")
+    assert run_sharpen(["box.ccp4", f"resolution={D_MIN}", "sharpening.b_sharpen=50"], tmp_path,
+                       monkeypatch) == 0
+    before, after = (read_map(tmp_path / name)[0] for name in ("box.ccp4",
+                                                                "meteor_sharpen.ccp4"))
     assert after.map_data().origin() == before.map_data().origin() == origin
     assert after.map_data().all() == before.map_data().all()
     assert after.unit_cell_grid == before.unit_cell_grid
@@ -506,28 +452,28 @@ def test_nonzero_origin_cell_and_labels_round_trip(data, tmp_path, monkeypatch):
 
 
 def test_bad_input_is_one_line_and_writes_nothing(data, tmp_path, monkeypatch, capsys):
-    map_manager(data["noisy"], data["symmetry"]).write_map(str(tmp_path / "in.ccp4"))
+    map_manager_of(data["noisy"], data["symmetry"]).write_map(str(tmp_path / "in.ccp4"))
     blurred(data["f_calc"], BLUR).as_mtz_dataset(column_root_label="FWT").mtz_object().write(
         str(tmp_path / "in.mtz"))
-    assert run(["in.ccp4"], tmp_path, monkeypatch) == 1
+    assert run_sharpen(["in.ccp4"], tmp_path, monkeypatch) == 1
     assert "resolution=" in capsys.readouterr().err
-    assert run(["in.mtz", "labels=F,PHI"], tmp_path, monkeypatch) == 1
+    assert run_sharpen(["in.mtz", "labels=F,PHI"], tmp_path, monkeypatch) == 1
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "FWT,PHIFWT" in error
     assert not list(tmp_path.glob("meteor_sharpen*"))
     (tmp_path / "meteor_sharpen.json").write_text("keep")
-    assert run(["in.ccp4", f"resolution={D_MIN}"], tmp_path, monkeypatch) == 1
+    assert run_sharpen(["in.ccp4", f"resolution={D_MIN}"], tmp_path, monkeypatch) == 1
     assert "output.overwrite=True" in capsys.readouterr().err
     assert (tmp_path / "meteor_sharpen.json").read_text() == "keep"
     assert not (tmp_path / "meteor_sharpen.ccp4").exists()
 
 
 def test_show_defaults_is_a_parameter_file_that_runs(data, tmp_path, monkeypatch, capsys):
-    assert run(["--show-defaults"], tmp_path, monkeypatch) == 0
+    assert run_sharpen(["--show-defaults"], tmp_path, monkeypatch) == 0
     (tmp_path / "defaults.eff").write_text(capsys.readouterr().out)
-    map_manager(data["noisy"], data["symmetry"]).write_map(str(tmp_path / "in.ccp4"))
-    assert run(["defaults.eff", "in.ccp4", f"resolution={D_MIN}",
-                "sharpening.score=kurtosis"], tmp_path, monkeypatch) == 0
+    map_manager_of(data["noisy"], data["symmetry"]).write_map(str(tmp_path / "in.ccp4"))
+    assert run_sharpen(["defaults.eff", "in.ccp4", f"resolution={D_MIN}",
+                        "sharpening.score=kurtosis"], tmp_path, monkeypatch) == 0
     assert json.loads((tmp_path / "meteor_sharpen.json").read_text())["b_factor"]["score"] == \
         "kurtosis"
 
@@ -535,25 +481,25 @@ def test_show_defaults_is_a_parameter_file_that_runs(data, tmp_path, monkeypatch
 def test_auto_with_a_model_runs_model_sharpening(data, structure, tmp_path, monkeypatch,
                                                  capsys):
     """Model sharpening (cctbx) with a Phenix-sized log; cctbx's tables only when verbose."""
-    map_manager(data["noisy"], data["symmetry"], wrapping=False).write_map(
+    map_manager_of(data["noisy"], data["symmetry"], wrapping=False).write_map(
         str(tmp_path / "in.ccp4"))
     (tmp_path / "model.pdb").write_text(structure.as_pdb_file())
     capsys.readouterr()
-    assert run(["in.ccp4", "model.pdb", f"resolution={D_MIN}"], tmp_path, monkeypatch) == 0
+    assert run_sharpen(["in.ccp4", "model.pdb", f"resolution={D_MIN}"], tmp_path, monkeypatch) == 0
     quiet = capsys.readouterr().out.count("\n")
-    assert run(["in.ccp4", "model.pdb", f"resolution={D_MIN}", "output.verbose=True",
-                "output.prefix=verbose"], tmp_path, monkeypatch) == 0
+    assert run_sharpen(["in.ccp4", "model.pdb", f"resolution={D_MIN}", "output.verbose=True",
+                        "output.prefix=verbose"], tmp_path, monkeypatch) == 0
     assert quiet < 150 < capsys.readouterr().out.count("\n")
     record = json.loads((tmp_path / "meteor_sharpen.json").read_text())
     assert record["method"] == "model" and record["effective_b"] > 0
-    out = read_map(tmp_path / "meteor_sharpen.ccp4").map_data().as_numpy_array()
+    out = read_map(tmp_path / "meteor_sharpen.ccp4")[1]
     assert cc(out, data["truth"]) > cc(data["noisy"], data["truth"]) + 0.02
 
 
 def test_half_map_outputs_do_not_depend_on_the_hash_seed(data, tmp_path):
     """Two runs in fresh interpreters with different PYTHONHASHSEED write identical files."""
     for i, half in enumerate(data["halves"]):
-        map_manager(half[::2, ::2, ::2], data["symmetry"]).write_map(
+        map_manager_of(half[::2, ::2, ::2], data["symmetry"]).write_map(
             str(tmp_path / f"half_{i}.ccp4"))
     root = Path(__file__).resolve().parents[1]
     for seed in ("1", "2"):
@@ -566,17 +512,17 @@ def test_half_map_outputs_do_not_depend_on_the_hash_seed(data, tmp_path):
     for suffix in (".ccp4", ".mtz"):
         assert (tmp_path / f"seed_1{suffix}").read_bytes() == \
             (tmp_path / f"seed_2{suffix}").read_bytes()
-    label = read_map(tmp_path / "seed_1.ccp4").labels[0]
+    label = read_map(tmp_path / "seed_1.ccp4")[0].labels[0]
     assert "half_0_and_half_1.ccp4" in label
 
 
 def test_half_maps_without_common_signal_are_one_sorry(data, tmp_path, monkeypatch, capsys):
     rng = np.random.default_rng(11)
     for i in range(2):
-        map_manager(rng.normal(size=(32, 32, 32)), data["symmetry"]).write_map(
+        map_manager_of(rng.normal(size=(32, 32, 32)), data["symmetry"]).write_map(
             str(tmp_path / f"noise_{i}.ccp4"))
-    assert run(["half_map=noise_0.ccp4", "half_map=noise_1.ccp4", "resolution=4"], tmp_path,
-               monkeypatch) == 1
+    assert run_sharpen(["half_map=noise_0.ccp4", "half_map=noise_1.ccp4", "resolution=4"],
+                       tmp_path, monkeypatch) == 1
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "share no signal" in error
     assert not list(tmp_path.glob("meteor_sharpen*"))

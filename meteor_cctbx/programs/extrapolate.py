@@ -6,6 +6,7 @@ import numpy as np
 from libtbx import Auto
 from libtbx.utils import Sorry
 
+from meteor_cctbx.citations import PROGRAM_PAPERS, citation_phil
 from meteor_cctbx.difference_inputs import DifferenceInputs
 from meteor_cctbx.extrapolate import ExtrapolationResult, compute_extrapolation
 from meteor_cctbx.phil import master_phil_str
@@ -57,6 +58,8 @@ Usage:
 """
     program_name = "meteor.extrapolate"
     master_phil_str = master_phil_str("extrapolate")
+    papers = PROGRAM_PAPERS["extrapolate"]
+    citations = citation_phil("extrapolate")
 
     def validate(self) -> None:
         occupancy = self.params.extrapolate.occupancy
