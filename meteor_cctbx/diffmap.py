@@ -22,7 +22,7 @@ from libtbx.utils import Sorry, null_out
 
 from meteor_cctbx import kweight, parameter_choice, tv
 from meteor_cctbx.grid import CellGrid
-from meteor_cctbx.maximize import ScanPoint, ScanResult
+from meteor_cctbx.maximize import ScanPoint, ScanResult, scan_point_logger
 from meteor_cctbx.negentropy import negentropy
 from meteor_cctbx.phil import choice, default_params
 from meteor_cctbx.reflections import fmt_cell, max_cell_difference
@@ -120,14 +120,6 @@ class DiffmapResult:
     metadata: dict = field(default_factory=dict)
 
 
-def _reporter(label: str, criterion: str, log, unit: str = ""):
-    def report(point: ScanPoint) -> None:
-        others = "".join(f"  {name} = {value:.5f}" for name, value in point.others.items())
-        print(f"    {label} = {point.parameter:<10.5g}{unit} {criterion} = {point.score:.5f}"
-              f"{others}  ({point.seconds:.2f} s)", file=log, flush=True)
-    return report
-
-
 def tv_settings(params) -> tv.TvSettings:
     return tv.TvSettings(max_iterations=params.tv.max_iterations,
                          tolerance=params.tv.tolerance, periodic=params.tv.periodic)
@@ -155,14 +147,18 @@ def search_range(coefficients: np.ndarray, grid: CellGrid, params) -> tuple[floa
 
 
 def search_tv(coefficients: np.ndarray, grid: CellGrid, params, raw: np.ndarray, log,
-              relative_range: tuple[float, float] | None = None, n_coarse: int = 5
-              ) -> parameter_choice.TvChoice:
-    """TV weight search (tv.criterion) for ``coefficients``; validation against ``raw``."""
+              relative_range: tuple[float, float] | None = None, n_coarse: int = 5,
+              scorer: FreeScorer | None = None) -> parameter_choice.TvChoice:
+    """TV weight search (tv.criterion) for ``coefficients``; validation against ``raw`` (with
+    ``scorer``, or a new one)."""
     criterion = choice(params.tv.criterion)
     relative_range = relative_range or search_range(coefficients, grid, params)
     print(f"  Choosing the TV weight by {criterion} (relative weights "
           f"{relative_range[0]:.3g}-{relative_range[1]:.3g} x map rms):", file=log)
-    scorer = free_scorer(grid, raw, params) if criterion == "validation" else None
+    if criterion == "validation":
+        scorer = scorer or free_scorer(grid, raw, params)
+    else:
+        scorer = None
     if scorer is not None:
         print(f"    {scorer.free_set.n_free} free reflections in {scorer.free_set.n_folds} "
               f"fold(s) of {params.validation.free_fraction:.0%} (seed "
@@ -172,9 +168,9 @@ def search_tv(coefficients: np.ndarray, grid: CellGrid, params, raw: np.ndarray,
     chosen = parameter_choice.choose_tv_weight(
         coefficients, grid, tv_settings(params), criterion, relative_range, scorer,
         n_coarse=n_coarse, within_noise=within_noise,
-        report=_reporter("TV weight", criterion, log, " x rms"),
-        report_refinement=_reporter("TV weight", "negentropy (all reflections)", log,
-                                    " x rms"))
+        report=scan_point_logger(log, "TV weight", criterion, " x rms"),
+        report_refinement=scan_point_logger(log, "TV weight",
+                                            "negentropy (all reflections)", " x rms"))
     if chosen.refinement is not None:
         lowest, highest = chosen.tied_range
         print(f"  CC_free is within one standard error of the best from {lowest:.3g} to "
@@ -190,9 +186,12 @@ def search_tv(coefficients: np.ndarray, grid: CellGrid, params, raw: np.ndarray,
 
 
 def search_k(raw: np.ndarray, sigma_delta: np.ndarray, grid: CellGrid, params,
-             tv_relative_weight: float | None, log) -> parameter_choice.KChoice:
+             tv_relative_weight: float | None, log, scorer: FreeScorer | None = None,
+             tv_scan: ScanResult | None = None) -> parameter_choice.KChoice:
     """k search (kweight.criterion); validation scores each k after TV at
-    ``tv_relative_weight``, and falls back to negentropy when there is no TV step."""
+    ``tv_relative_weight`` (with ``scorer``, or a new one; k = 0 is taken from ``tv_scan``
+    when that scan, by the same scorer, has the point), and falls back to negentropy when there
+    is no TV step."""
     criterion = choice(params.kweight.criterion)
     if criterion == "validation" and tv_relative_weight is None:
         print("  k cannot be validated without TV denoising (tv.mode=none): choosing it by "
@@ -200,10 +199,14 @@ def search_k(raw: np.ndarray, sigma_delta: np.ndarray, grid: CellGrid, params,
         criterion = "negentropy"
     where = f" after TV at {tv_relative_weight:.3g} x rms" if criterion == "validation" else ""
     print(f"  Choosing k by {criterion}{where}:", file=log)
-    scorer = free_scorer(grid, raw, params) if criterion == "validation" else None
+    if criterion == "validation":
+        scorer = scorer or free_scorer(grid, raw, params)
+    else:
+        scorer = tv_scan = None
     chosen = parameter_choice.choose_k(raw, sigma_delta, grid, params.kweight.k_max, criterion,
                                        scorer, tv_relative_weight, tv_settings(params),
-                                       report=_reporter("k", criterion, log))
+                                       report=scan_point_logger(log, "k", criterion),
+                                       tv_scan=tv_scan)
     if not chosen.determined:
         best = chosen.scan.best
         print(f"  The CC_free curve over k is flat within its noise (best k = "
@@ -256,16 +259,18 @@ def enhance(raw: np.ndarray, sigma_delta: np.ndarray | None, grid: CellGrid, par
     if k_mode == "fixed":
         k = params.kweight.k_parameter
     elif k_mode == "optimize":
-        tv_relative = None
+        tv_relative, scorer = None, None
         if choice(params.kweight.criterion) == "validation" and tv_mode != "none":
             k0_coefficients = raw * kweight.kweights(raw, sigma_delta, 0.0)
+            scorer = free_scorer(grid, raw, params)  # one free set for the TV weight and k
             if tv_mode == "optimize":
-                first_tv = search_tv(k0_coefficients, grid, params, raw, log)
+                first_tv = search_tv(k0_coefficients, grid, params, raw, log, scorer=scorer)
                 tv_relative = first_tv.relative_weight
             else:
                 tv_relative = params.tv.weight / parameter_choice.rms(
                     grid.to_map(k0_coefficients))
-        k_choice = search_k(raw, sigma_delta, grid, params, tv_relative, log)
+        k_choice = search_k(raw, sigma_delta, grid, params, tv_relative, log, scorer,
+                            first_tv.scan if first_tv is not None else None)
         k = k_choice.k
     coefficients = raw if k is None else raw * kweight.kweights(raw, sigma_delta, k)
     weighted_map = raw_map if k is None else grid.to_map(coefficients)

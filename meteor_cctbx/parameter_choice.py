@@ -198,11 +198,14 @@ def choose_k(raw: np.ndarray, sigma_delta: np.ndarray, grid: CellGrid, k_max: fl
              criterion: str, scorer: FreeScorer | None = None,
              tv_relative_weight: float | None = None,
              settings: tv.TvSettings = tv.TvSettings(),
-             report: Callable[[ScanPoint], None] | None = None) -> KChoice:
+             report: Callable[[ScanPoint], None] | None = None,
+             tv_scan: ScanResult | None = None) -> KChoice:
     """Choose k in [0, k_max] for unweighted difference coefficients ``raw``.
 
     ``validation`` scores each k-weighted map after TV at ``tv_relative_weight`` by CC_free;
-    ``negentropy`` scores the k-weighted map itself (before TV).
+    ``negentropy`` scores the k-weighted map itself (before TV).  k = 0 is the point of
+    ``tv_scan`` (a validation scan of the k = 0 map by the same ``scorer``) at that weight when
+    it has one: the same maps, not denoised again.
     """
     if criterion == "negentropy":
         scan = kweight.optimize_k(raw, sigma_delta, grid, k_max=k_max, report=report)
@@ -210,11 +213,17 @@ def choose_k(raw: np.ndarray, sigma_delta: np.ndarray, grid: CellGrid, k_max: fl
     if scorer is None or tv_relative_weight is None:
         raise ValueError("validation of k needs a FreeScorer and a TV weight")
 
+    known = [p for p in (tv_scan.points if tv_scan else ())
+             if p.parameter == tv_relative_weight and p.parameter in scorer.predictions]
+
     def validated(k: float) -> tuple[float, dict]:
+        if k == 0.0 and known:
+            scorer.predictions[("k", k)] = scorer.predictions[known[0].parameter]
+            return known[0].score, dict(known[0].others)
         denoised = [tv.denoise(working_map, tv_relative_weight * rms(working_map), settings)
                     for working_map in scorer.working_maps(
                         raw * kweight.kweights(raw, sigma_delta, k))]
-        return (scorer.score(k, denoised),
+        return (scorer.score(("k", k), denoised),
                 {"negentropy": float(np.mean([negentropy(m) for m in denoised]))})
 
     scan = maximize_scalar(validated, 0.0, k_max, name="k_parameter", n_coarse=K_SCAN_POINTS,
@@ -222,7 +231,7 @@ def choose_k(raw: np.ndarray, sigma_delta: np.ndarray, grid: CellGrid, k_max: fl
     best = scan.best
     if best.parameter == 0.0:
         return KChoice(0.0, criterion, scan, determined=True)
-    error = scorer.difference_error(best.parameter, 0.0)
+    error = scorer.difference_error(("k", best.parameter), ("k", 0.0))
     gain = best.score - scan.point_at(0.0).score
     if gain <= max(error, K_MIN_GAIN):
         return KChoice(0.0, criterion, scan, determined=False, standard_error=error)

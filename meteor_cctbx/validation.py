@@ -25,7 +25,7 @@ differ by less than that is not determined by the data, and a simpler rule decid
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Hashable, Sequence
 
 import numpy as np
 from cctbx import miller
@@ -101,7 +101,7 @@ class FreeScorer:
     free_set: FreeSet
     target: np.ndarray  # measured coefficients on the grid's set (only the free ones are used)
     n_bootstrap: int = 200
-    predictions: dict[float, np.ndarray] = field(default_factory=dict)
+    predictions: dict[Hashable, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.free_target = np.asarray(self.target)[self.free_set.free]
@@ -111,7 +111,7 @@ class FreeScorer:
         return [self.grid.to_map(self.free_set.working(coefficients, fold))
                 for fold in range(self.free_set.n_folds)]
 
-    def score(self, parameter: float, denoised_working_maps: Sequence[np.ndarray]) -> float:
+    def score(self, parameter: Hashable, denoised_working_maps: Sequence[np.ndarray]) -> float:
         """CC_free pooled over the folds: each fold's free reflections predicted by the
         denoised map that left them out (``denoised_working_maps``, in fold order); recorded
         under ``parameter``."""
@@ -123,7 +123,7 @@ class FreeScorer:
         self.predictions[parameter] = predicted
         return free_correlation(predicted, self.free_target, self.free_set.multiplicities)
 
-    def difference_error(self, a: float, b: float | None = None) -> float:
+    def difference_error(self, a: Hashable, b: Hashable | None = None) -> float:
         """Bootstrap standard error of CC_free(a) - CC_free(b) (paired over free
         reflections), or of CC_free(a) itself when ``b`` is None."""
         rng = np.random.default_rng([self.free_set.seed, 99])
