@@ -43,11 +43,14 @@ errors).  A blob drawn directly in a large cell would not do: random_protein_lik
 much faster than its atom count (~30 s for a 58 x 64 x 70 A cell already), while the largest
 default supercell (5x5x3: 216 x 240 x 158 A, 49.5k atoms, 550k reflections, 33 M voxels) is
 built and written in ~10 s.  The default sizes 3x1x1 3x3x1 3x3x3 5x5x3 give grids of about
-1.3, 3.8, 11.5 and 33 M voxels.  Each run
-goes through a fresh wrapper process that reports the program's peak resident memory
+1.3, 3.8, 11.5 and 33 M voxels (``--sizes 3`` takes the first three).  Each run goes through
+a fresh wrapper process that reports the program's peak resident memory
 (``getrusage(RUSAGE_CHILDREN).ru_maxrss``).  Per size it prints cell, atoms, reflections,
 voxels (the run's JSON record, ``result.grid``), wall seconds, peak memory, seconds per
 million voxels and the map's correlation with the true difference.
+
+A full run (both parts, meteor-maps included) should take some 20-30 minutes on 2 cores, most
+of it meteor-maps (an estimate from the timings in issue 10, not measured with this script).
 """
 from __future__ import annotations
 
