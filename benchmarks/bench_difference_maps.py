@@ -442,6 +442,27 @@ def git_state() -> dict[str, Any]:
                          if line[:2].strip() and not line.startswith("??")]}
 
 
+def meteor_maps_version(wanted: bool) -> str | None:
+    """meteor-maps' version once its venv is ready (installed if needed), None when not
+    ``wanted`` or when it cannot be installed (said so: the benchmark runs without it)."""
+    if not wanted:
+        return None
+    bin_dir = reference_tools.ensure_meteor_venv()
+    if bin_dir is None:
+        print("meteor-maps could not be installed: running without it.")
+        return None
+    return reference_tools.meteor_version(bin_dir) or "unknown version"
+
+
+def summary_header(args: argparse.Namespace, meteor_version: str | None) -> dict[str, Any]:
+    """What a summary.json records about the run: date, machine, versions, git, arguments."""
+    return {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": platform.node(),
+            "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+            "meteor_cctbx": OUR_VERSION, "meteor_maps": meteor_version, "git": git_state(),
+            "arguments": {k: str(v) if isinstance(v, Path) else v
+                          for k, v in vars(args).items()}}
+
+
 def run_input_set(inputs: InputSet, programs: Sequence[str], with_meteor_maps: bool
                   ) -> list[ToolRun]:
     """All tools on one input set, one after another."""
@@ -483,22 +504,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not (args.data_dir / REAL_MTZ).exists():
         print(f"8a6g data not found in {args.data_dir}: nothing to benchmark (skipped).")
         return 0
-    with_meteor_maps = not args.skip_meteor_maps
-    meteor_version = None
-    if with_meteor_maps:
-        bin_dir = reference_tools.ensure_meteor_venv()
-        if bin_dir is None:
-            print("meteor-maps could not be installed: running without it.")
-            with_meteor_maps = False
-        else:
-            meteor_version = reference_tools.meteor_version(bin_dir)
-
-    summary: dict[str, Any] = {
-        "started": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": platform.node(),
-        "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "meteor_cctbx": OUR_VERSION, "meteor_maps": meteor_version, "git": git_state(),
-        "arguments": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "inputs": {}}
+    meteor_version = meteor_maps_version(not args.skip_meteor_maps)
+    with_meteor_maps = meteor_version is not None
+    summary: dict[str, Any] = {**summary_header(args, meteor_version), "inputs": {}}
     print(f"meteor_cctbx {OUR_VERSION}, meteor-maps {meteor_version or 'not run'}, "
           f"{summary['cpus']} CPUs; outputs in {args.out_dir}", flush=True)
 
