@@ -3,7 +3,7 @@ truth, a brute-force oracle of the TV weight, meteor-maps and cctbx's Fo-Fo maps
 
     python benchmarks/bench_family.py [--d-min 1.8] [--changes compact spread]
         [--occupancies 0.1 0.2 0.4 1.0] [--noise 1 2] [--meteor-maps] [--no-cctbx]
-        [--no-phaseboost] [--oracle-points 21]
+        [--no-phaseboost] [--no-diffmap] [--oracle-points 21]
 
 Cases come from ``meteor_cctbx.family`` (8a6g: the chromophore-free model as native, the
 chromophore as ligand, compact or spread change, occupancy q, noise drawn from the real
@@ -100,28 +100,31 @@ def with_criterion(program: str, criterion: str):
 
 def run_ours(case, f_model, args) -> dict:
     rows = {}
-    start = time.perf_counter()
-    result = compute_diffmap(case.derivative, case.native, f_model)
-    seconds = time.perf_counter() - start
-    scorer = Scorer(result.grid, case.true_difference)
-    raw = result.raw_coefficients.data().as_numpy_array()
-    sigma_delta = result.pair.sigma_delta
-    weighted = raw * kweight.kweights(raw, sigma_delta, result.k_parameter or 0.0)
-    rows["DF_RAW"] = (scorer.cc_coefficients(raw), None, None)
-    rows["k-weighted"] = (scorer.cc_coefficients(weighted), result.k_parameter, None)
-    rows["TV validation (default)"] = (scorer.cc(result.final_map),
-                                       result.metadata["tv_weight_relative"], seconds)
-    start = time.perf_counter()
-    negentropy = compute_diffmap(case.derivative, case.native, f_model,
-                                 with_criterion("diffmap", "negentropy"))
-    rows["TV negentropy"] = (scorer.cc(negentropy.final_map),
-                             negentropy.metadata["tv_weight_relative"],
-                             time.perf_counter() - start)
-    rows["oracle (best fixed TV weight)"] = oracle(weighted, scorer, tv_settings(
-        default_params("diffmap")), args.oracle_points) + (None,)
+    if args.diffmap:
+        start = time.perf_counter()
+        result = compute_diffmap(case.derivative, case.native, f_model)
+        seconds = time.perf_counter() - start
+        scorer = Scorer(result.grid, case.true_difference)
+        raw = result.raw_coefficients.data().as_numpy_array()
+        sigma_delta = result.pair.sigma_delta
+        weighted = raw * kweight.kweights(raw, sigma_delta, result.k_parameter or 0.0)
+        rows["DF_RAW"] = (scorer.cc_coefficients(raw), None, None)
+        rows["k-weighted"] = (scorer.cc_coefficients(weighted), result.k_parameter, None)
+        rows["TV validation (default)"] = (scorer.cc(result.final_map),
+                                           result.metadata["tv_weight_relative"], seconds)
+        start = time.perf_counter()
+        negentropy = compute_diffmap(case.derivative, case.native, f_model,
+                                     with_criterion("diffmap", "negentropy"))
+        rows["TV negentropy"] = (scorer.cc(negentropy.final_map),
+                                 negentropy.metadata["tv_weight_relative"],
+                                 time.perf_counter() - start)
+        rows["oracle (best fixed TV weight)"] = oracle(weighted, scorer, tv_settings(
+            default_params("diffmap")), args.oracle_points) + (None,)
     if args.phaseboost:
         start = time.perf_counter()
         boost = compute_phaseboost(case.derivative, case.native, f_model)
+        scorer = Scorer(boost.grid, case.true_difference)
+        sigma_delta = boost.pair.sigma_delta
         rows["phaseboost (default)"] = (scorer.cc(boost.final_map),
                                         boost.metadata["tv_weight_relative"],
                                         time.perf_counter() - start)
@@ -176,6 +179,8 @@ def main(argv=None) -> int:
     parser.add_argument("--meteor-maps", action="store_true")
     parser.add_argument("--no-cctbx", dest="cctbx", action="store_false")
     parser.add_argument("--no-phaseboost", dest="phaseboost", action="store_false")
+    parser.add_argument("--no-diffmap", dest="diffmap", action="store_false",
+                        help="only the phaseboost rows (and the anchors)")
     parser.add_argument("--pb-negentropy", action="store_true")
     parser.add_argument("--oracle-points", type=int, default=13)
     parser.add_argument("--data-dir", type=Path, default=reference_tools.DATA_8A6G)

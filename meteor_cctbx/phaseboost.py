@@ -36,7 +36,7 @@ from meteor_cctbx.diffmap import (DiffmapResult, Enhancement, complex_array, enh
                                   result_metadata, scale_and_grid, search_tv, tv_settings)
 from meteor_cctbx.grid import CellGrid
 from meteor_cctbx.negentropy import negentropy
-from meteor_cctbx.maximize import ScanResult
+from meteor_cctbx.maximize import ScanResult, scan_point_logger
 from meteor_cctbx.phil import choice, default_params
 from meteor_cctbx.validation import FreeSet
 
@@ -145,25 +145,41 @@ def enhance_as_initial(first: Enhancement, difference: np.ndarray,
                        sigma_delta: np.ndarray | None, grid: CellGrid, params, log
                        ) -> Enhancement:
     """k-weight and TV-denoise the retrieved ``difference`` with the k and the TV weight chosen
-    on the initial map (``first``): the same relative weight (or tv.weight in map units for
-    tv.mode=fixed); ``first``'s scans and criteria are kept as the record of that choice."""
+    on the initial map (``first``): the same relative weight (tv.weight in map units for
+    tv.mode=fixed), or, where the initial map's CC_free tied a range of weights, the weight of
+    highest negentropy of the retrieved map in that range; ``first``'s scans and criteria are
+    kept as the record of the choice."""
     start = time.perf_counter()
     k = first.k_parameter
     coefficients = (difference if k is None
                     else difference * kweight.kweights(difference, sigma_delta, k))
     weighted_map = grid.to_map(coefficients)
-    final_map, weight = weighted_map, None
-    if first.tv_relative_weight is not None:
+    final_map, weight, relative = weighted_map, None, first.tv_relative_weight
+    tied = first.criteria.get("tv_tied_range")
+    if relative is not None and tied and tied[1] > tied[0] and \
+            choice(params.validation.within_noise) == "negentropy":
+        # the weights the initial map's CC_free could not tell apart: as in diffmap, the
+        # negentropy of the (retrieved) full map decides among them
+        print(f"  TV weight: the highest negentropy of the retrieved map between {tied[0]:.3g} "
+              f"and {tied[1]:.3g} x rms (within one standard error of the initial map's "
+              f"best CC_free):", file=log)
+        _, relative, final_map = parameter_choice.maximize_negentropy(
+            weighted_map, tv_settings(params), tied[0], tied[1], n_coarse=3,
+            tolerance=parameter_choice.NEGENTROPY_TOLERANCE,
+            report=scan_point_logger(log, "TV weight", "negentropy", " x rms"))
+        weight = relative * parameter_choice.rms(weighted_map)
+    elif relative is not None:
         weight = (params.tv.weight if choice(params.tv.mode) == "fixed" else
-                  first.tv_relative_weight * parameter_choice.rms(weighted_map))
+                  relative * parameter_choice.rms(weighted_map))
         final_map = tv.denoise(weighted_map, weight, tv_settings(params))
+    if weight is not None:
         coefficients = grid.to_coefficients(final_map)
-        print(f"  TV denoising with weight {weight:.4g} "
-              f"({first.tv_relative_weight:.3g} x rms, as chosen on the initial map"
+        print(f"  TV denoising with weight {weight:.4g} ({relative:.3g} x rms"
               f"{'' if k is None else f'; k = {k:.4g}'}): negentropy "
               f"{negentropy(final_map):.5f}", file=log)
     return dataclasses.replace(
         first, coefficients=coefficients, final_map=final_map, tv_weight=weight,
+        tv_relative_weight=relative,
         negentropy={"raw": negentropy(grid.to_map(difference)),
                     "kweighted": negentropy(weighted_map), "final": negentropy(final_map)},
         timings={**first.timings, "final": time.perf_counter() - start})
