@@ -55,8 +55,13 @@ def test_json_record(finished_run):
     assert record["program"] == "meteor.diffmap"
     assert record["parameters"]["kweight.mode"] == "optimize"
     result = record["result"]
-    tv_points = result["tv_scan"]["points"]  # the recorded choice is the recorded maximum
-    assert result["tv_weight_relative"] == max(tv_points, key=lambda p: p["score"])["parameter"]
+    tv_points = result["tv_scan"]["points"]
+    best = max(tv_points, key=lambda p: p["score"])["parameter"]
+    lowest, highest = result["criteria"]["tv_tied_range"]  # the recorded choice: in the tie
+    assert lowest <= best <= highest and lowest <= result["tv_weight_relative"] <= highest
+    refinement = result["criteria"]["tv_refinement_scan"]
+    assert result["tv_weight_relative"] == (refinement["best_parameter"] if highest > lowest
+                                            else best)
     assert result["criteria"]["tv"] == result["criteria"]["kweight"] == "validation"
     for scan in ("tv_scan", "kweight_scan"):  # both criteria recorded at every scan point
         assert all({"parameter", "score", "negentropy", "seconds"} <= set(point)

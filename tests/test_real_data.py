@@ -47,9 +47,9 @@ def test_k_weighted_map_reproduces_the_reference(data):
 
 def test_default_map_concentrates_the_signal_at_the_chromophore(data):
     """The light-minus-dark signal is at the chromophore.  The validated map puts a larger
-    share of its variance there than the raw difference map; negentropy, which flattens the
-    map into a few blobs, puts far more there (an over-smoothed map, not a truer one: on the
-    benchmark family it costs CC with the truth), and chooses a larger weight."""
+    share of its variance there than the raw difference map, with a weight the held-out
+    reflections determine; negentropy's map (meteor-maps' rule) concentrates it too, and the
+    two maps agree."""
     result = compute_diffmap(data["derivative"], data["native"], data["f_model"])
     raw = variance_fraction_near(result.raw_coefficients, data["chromophore"])
     final = variance_fraction_near(result.map_coefficients, data["chromophore"])
@@ -61,6 +61,5 @@ def test_default_map_concentrates_the_signal_at_the_chromophore(data):
     params.tv.criterion = params.kweight.criterion = "negentropy"
     negentropy = compute_diffmap(data["derivative"], data["native"], data["f_model"], params)
     assert variance_fraction_near(negentropy.map_coefficients, data["chromophore"]) > 3 * raw
-    assert negentropy.tv_weight > result.tv_weight
     assert map_correlation(result.map_coefficients, negentropy.map_coefficients) > 0.3
     assert np.isfinite(result.metadata["negentropy"]["final"])
