@@ -34,8 +34,8 @@ from meteor_cctbx.programs.local_scale import Program as LocalScale
 from meteor_cctbx.programs.phaseboost import Program as Phaseboost
 from meteor_cctbx.programs.sharpen import Program as Sharpen
 
-from helpers import (FAST, assert_one_line_sorry, map_manager_of, map_on_grid, read_map,
-                     run_program, without_timings, write_mtz)
+from helpers import (FAST, assert_one_line_sorry, chain_sites, map_manager_of, map_on_grid,
+                     read_map, run_program, without_timings, write_mtz)
 
 PROGRAMS = {"diffmap": Diffmap, "phaseboost": Phaseboost, "local_scale": LocalScale,
             "sharpen": Sharpen, "extrapolate": Extrapolate, "batch": Batch}
@@ -408,17 +408,23 @@ def local_scale_maps(data) -> Path:
 
 @pytest.fixture(scope="module")
 def sharpen_maps(data) -> Path:
-    """For meteor.sharpen, beside the reflection files: the 3 A density of a protein-like
-    structure (B 40 A^2, P1, a 24 x 24 x 30 grid) with noise (0.3 x its rms) as
-    sharpen_map.ccp4 and, other noise, sharpen_map2.ccp4; half_1/2/3.ccp4 (noise 1 x its
-    rms); sharpen.mtz (its map coefficients FWT,PHIFWT and, noisier, FWT2,PHIFWT2) and the
-    structure as sharpen_model.pdb and, sites moved 0.3 A rms, sharpen_model2.pdb."""
-    from meteor_cctbx.synthetic import random_protein_like
+    """For meteor.sharpen, beside the reflection files: the 3 A density of a chain of 300
+    carbon atoms (B 40 A^2) in a 30 x 30 x 36 A P1 cell on a 24 x 24 x 30 grid with noise
+    (0.3 x its rms) as sharpen_map.ccp4 and, other noise, sharpen_map2.ccp4; half_1/2/3.ccp4
+    (noise 1 x its rms); sharpen.mtz (its map coefficients FWT,PHIFWT and, noisier,
+    FWT2,PHIFWT2) and the chain as sharpen_model.pdb and, sites moved 0.3 A rms,
+    sharpen_model2.pdb."""
+    from cctbx import crystal, xray
 
-    structure = random_protein_like("P1", (30, 30, 36, 90, 90, 90), b_iso=40.0, seed=3)
+    rng = np.random.default_rng(6)
+    cell = np.array([30.0, 30.0, 36.0])
+    scatterers = flex.xray_scatterer()
+    for site in chain_sites(300, 9.0, rng) + cell / 2:
+        scatterers.append(xray.scatterer("C", site=tuple(site / cell), b=40.0))
+    structure = xray.structure(crystal_symmetry=crystal.symmetry(
+        (*cell, 90, 90, 90), "P1"), scatterers=scatterers)
     f_calc = structure.structure_factors(d_min=3.0).f_calc()
     clean = map_on_grid(f_calc, (24, 24, 30))
-    rng = np.random.default_rng(6)
     symmetry = f_calc.crystal_symmetry()
 
     def write(name, noise):
