@@ -28,8 +28,10 @@ from meteor_cctbx.synthetic import small_example, structure_as_pdb
 from helpers import assert_one_line_sorry, run_program
 
 OCCUPANCIES = (0.3, 0.6, 1.0)
-FAST = ["kweight.mode=fixed", "tv.search_range=0.005 0.2"]  # small scans: seconds per dataset
-PHASEBOOST = ["batch.program=phaseboost", "phaseboost.max_iterations=3", *FAST]
+#: k fixed, TV weight scanned over a short range: seconds per dataset, a real scan in the
+#: summary (helpers.FAST fixes both).
+FIXED_K_SHORT_SCAN = ["kweight.mode=fixed", "tv.search_range=0.005 0.2"]
+PHASEBOOST = ["batch.program=phaseboost", "phaseboost.max_iterations=3", *FIXED_K_SHORT_SCAN]
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +79,7 @@ def local_run(series, tmp_path_factory) -> SimpleNamespace:
     listing.write_text("# damaged on purpose\ndata/broken.mtz\n")
     args = batch_args(series, f"derivative.file_name={series.dir / 'data' / 'occ_*.mtz'}",
                       f"derivative.file_name={listing}", "dask.n_workers=2",
-                      f"output.directory={out}", *FAST)
+                      f"output.directory={out}", *FIXED_K_SHORT_SCAN)
     status, log = run_quietly(Program, args)
     assert status == 0, log[-3000:]
     return SimpleNamespace(out=out, args=args, log=log,
@@ -119,7 +121,7 @@ def test_batch_maps_equal_single_program_runs(series, local_run, tmp_path, monke
     monkeypatch.chdir(tmp_path)
     derivative = series.derivatives[1]
     status, log = run_quietly(diffmap.Program, [derivative, series.dir / "native.mtz",
-                                                series.dir / "model.pdb", *FAST])
+                                                series.dir / "model.pdb", *FIXED_K_SHORT_SCAN])
     assert status == 0, log[-2000:]
     batch_mtz = local_run.out / "occ_0.6" / "meteor_diffmap.mtz"
     assert batch_mtz.read_bytes() == (tmp_path / "meteor_diffmap.mtz").read_bytes()
@@ -272,7 +274,8 @@ def test_ctrl_c_leaves_complete_sets_only(series, tmp_path):
     slow = ["tv.mode=fixed", "tv.max_iterations=3000"]  # datasets stay in flight for seconds
     command = [sys.executable, "-m", "meteor_cctbx.command_line.batch",
                *batch_args(series, *[f"derivative.file_name={p}" for p in series.derivatives],
-                           "dask.n_workers=2", f"output.directory={out}", *FAST, *slow)]
+                           "dask.n_workers=2", f"output.directory={out}", *FIXED_K_SHORT_SCAN,
+                           *slow)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                start_new_session=True, text=True, preexec_fn=as_in_a_terminal)
     deadline = time.monotonic() + 90
@@ -302,7 +305,7 @@ def test_extrapolate_through_the_batch_equals_a_single_run(series, tmp_path, mon
     from meteor_cctbx.programs import extrapolate
 
     out = tmp_path / "batch"
-    given = ["extrapolate.occupancy=0.5", *FAST]
+    given = ["extrapolate.occupancy=0.5", *FIXED_K_SHORT_SCAN]
     status, log = run_quietly(Program, batch_args(
         series, f"derivative.file_name={series.derivatives[2]}", "batch.program=extrapolate",
         "dask.n_workers=1", f"output.directory={out}", *given))

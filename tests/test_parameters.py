@@ -1,6 +1,8 @@
-"""Every PHIL parameter of meteor.diffmap, meteor.phaseboost and meteor.local_scale is
-settable on the command line and changes what a run gives: the map, the run record (without
-its copy of the parameters and the run context), the set of files written, or the exit status.
+"""Every PHIL parameter of every program (meteor.diffmap, meteor.phaseboost,
+meteor.local_scale, meteor.sharpen, meteor.extrapolate, meteor.batch) is settable on the
+command line and changes what a run gives: the map, the run record (without its copy of the
+parameters and the run context), the set of files written, the exit status, the printed log
+(output.verbose) or, for meteor.batch, the local Dask cluster it asks for.
 
 Each case changes one parameter from a base run on a small example (d_min 3 A); a parameter
 added to a .phil file without a case here fails test_every_parameter_has_a_case.  The few
@@ -9,8 +11,10 @@ parameters that by design change nothing (threads) are checked to change nothing
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -23,28 +27,50 @@ from cctbx.array_family import flex
 from meteor_cctbx.command_line import run_as_command
 from meteor_cctbx.example import write_example
 from meteor_cctbx.phil import choice, master_phil
+from meteor_cctbx.programs.batch import Program as Batch
 from meteor_cctbx.programs.diffmap import Program as Diffmap
+from meteor_cctbx.programs.extrapolate import Program as Extrapolate
 from meteor_cctbx.programs.local_scale import Program as LocalScale
 from meteor_cctbx.programs.phaseboost import Program as Phaseboost
+from meteor_cctbx.programs.sharpen import Program as Sharpen
 
-from helpers import (FAST, assert_one_line_sorry, read_map, run_program, without_timings,
-                     write_mtz)
+from helpers import (FAST, assert_one_line_sorry, chain_sites, map_manager_of, map_on_grid,
+                     read_map, run_program, without_timings, write_mtz)
 
-PROGRAMS = {"diffmap": Diffmap, "phaseboost": Phaseboost, "local_scale": LocalScale}
+PROGRAMS = {"diffmap": Diffmap, "phaseboost": Phaseboost, "local_scale": LocalScale,
+            "sharpen": Sharpen, "extrapolate": Extrapolate, "batch": Batch}
+
+#: program -> the programs whose cases cover its shared parameters (the same code runs them)
+SHARED_CASES = {"phaseboost": ("diffmap",), "extrapolate": ("diffmap", "phaseboost")}
 
 
-def leaf_parameters(program: str) -> list[str]:
-    """Full names of every parameter of a program's master PHIL."""
-    names = []
+@functools.cache
+def leaf_definitions(program: str) -> dict:
+    """Full name -> definition of every parameter of a program's master PHIL."""
+    definitions = {}
 
     def walk(scope, prefix):
         for obj in scope.objects:
             if obj.is_scope:
                 walk(obj, prefix + obj.name + ".")
             else:
-                names.append(prefix + obj.name)
+                definitions[prefix + obj.name] = obj
     walk(master_phil(program), "")
-    return names
+    return definitions
+
+
+def leaf_parameters(program: str) -> list[str]:
+    """Full names of every parameter of a program's master PHIL."""
+    return list(leaf_definitions(program))
+
+
+def setting_arguments(program: str, name: str, value: str) -> list[str]:
+    """Command-line arguments setting ``name`` to ``value``: one per word of the value for a
+    .multiple parameter (two half maps, several derivatives), else one."""
+    definition = leaf_definitions(program).get(name)
+    if definition is not None and definition.multiple:
+        return [f"{name}={word}" for word in value.split()]
+    return [f"{name}={value}"]
 
 
 def perturbed(array, seed: int, relative: float = 0.05):
@@ -59,8 +85,9 @@ def perturbed(array, seed: int, relative: float = 0.05):
 def data(tmp_path_factory) -> Path:
     """der.mtz / nat.mtz (F and FALT, a perturbed copy), der2.mtz and nat2.mtz (other noise),
     der_cell.mtz (cell 2 % longer in a), model.pdb and model2.pdb (sites moved 0.2 A rms),
-    phases.mtz (FC,PHIFC and FC2,PHIFC2), phases2.mtz, and for local_scale coefficients.mtz
-    (FWT,PHIFWT and FWT2,PHIFWT2)."""
+    phases.mtz (FC,PHIFC and FC2,PHIFC2), phases2.mtz, for local_scale coefficients.mtz
+    (FWT,PHIFWT and FWT2,PHIFWT2), and for meteor.batch series/der.mtz (der2.mtz under
+    der.mtz's name)."""
     from meteor_cctbx.model_phases import load_model, model_structure_factors
 
     directory = tmp_path_factory.mktemp("parameters")
@@ -70,6 +97,8 @@ def data(tmp_path_factory) -> Path:
     write_mtz(directory / "nat.mtz", {"F": nat, "FALT": perturbed(nat, 2)})
     write_mtz(directory / "der2.mtz", {"F": perturbed(der, 3), "FALT": der})
     write_mtz(directory / "nat2.mtz", {"F": perturbed(nat, 4), "FALT": nat})
+    (directory / "series").mkdir()
+    shutil.copy(directory / "der2.mtz", directory / "series" / "der.mtz")
     cell = list(der.unit_cell().parameters())
     cell[0] *= 1.02
     from cctbx import crystal
@@ -108,29 +137,41 @@ def base_run(program: str, args: list[str], directory: Path) -> dict:
     return _BASE_RUNS[key]
 
 
+#: What the meteor.batch runs asked of distributed.LocalCluster (RequestedCluster), cleared
+#: before each run.
+LOCAL_CLUSTER_REQUESTS: list[dict] = []
+
+
 def run(program: str, args: list[str], directory: Path) -> dict:
-    """Run a program in ``directory``; return what it gave: status, file names, the map
-    values (or coefficients) of every map/MTZ output and the record without its parameters,
-    run context, outputs list and timings."""
-    directory.mkdir()
-    with contextlib.chdir(directory), contextlib.redirect_stdout(io.StringIO()), \
+    """Run a program in ``directory`` (made if absent); return what it gave: status, the
+    paths of the files written (in subfolders too; logs apart), the map values (or
+    coefficients) of every map/MTZ output ("map <file>"), every JSON record without its
+    parameters, run context, outputs list and timings ("record <file>"), the number of lines
+    printed and the local Dask clusters asked for."""
+    directory.mkdir(exist_ok=True)
+    LOCAL_CLUSTER_REQUESTS.clear()
+    with contextlib.chdir(directory), contextlib.redirect_stdout(io.StringIO()) as out, \
             contextlib.redirect_stderr(io.StringIO()) as err:
         status = run_as_command(PROGRAMS[program], args)
+    written = sorted(p for p in directory.rglob("*") if p.is_file()
+                     and not p.name.startswith(".") and p.suffix != ".log")
     outcome = {"status": status, "error": err.getvalue().strip()[:300],
-               "files": sorted(p.name for p in directory.iterdir()
-                               if not p.name.startswith(".") and p.suffix != ".log")}
-    for path in sorted(directory.iterdir()):
+               "files": [p.relative_to(directory).as_posix() for p in written],
+               "log lines": out.getvalue().count("\n"),
+               "local cluster": list(LOCAL_CLUSTER_REQUESTS)}
+    for path in written:
+        name = path.relative_to(directory).as_posix()
         if path.suffix == ".mtz":
             for array in iotbx.mtz.object(str(path)).as_miller_arrays():
-                outcome[f"{path.name}:{array.info().label_string()}"] = \
+                outcome[f"map {name}:{array.info().label_string()}"] = \
                     array.data().as_numpy_array()
         elif path.suffix in (".mrc", ".ccp4"):
-            outcome[path.name] = read_map(path)[1]
+            outcome[f"map {name}"] = read_map(path)[1]
         elif path.suffix == ".json":
             record = json.loads(path.read_text())
             for key in ("parameters", "run", "outputs", "versions"):
                 record.pop(key, None)
-            outcome["record"] = without_timings(record)
+            outcome[f"record {name}"] = without_timings(record)
     return outcome
 
 
@@ -148,6 +189,14 @@ def differences(a: dict, b: dict) -> list[str]:
     return changed
 
 
+def kinds_changed(changed: list[str]) -> dict[str, bool]:
+    """Which kinds of result the changed outcome keys belong to."""
+    return {"map": any(k.startswith("map ") for k in changed),
+            "record": any(k.startswith("record ") for k in changed),
+            "files": "files" in changed, "log": "log lines" in changed,
+            "cluster": "local cluster" in changed}
+
+
 D = ["derivative.file_name=der.mtz", "native.file_name=nat.mtz", "model.file_name=model.pdb",
      "derivative.labels=F,SIGF", "native.labels=F,SIGF", "output.prefix=run"] + FAST
 OPTIMIZE_TV = [a for a in D if a != "tv.mode=fixed"] + ["tv.max_iterations=10"]
@@ -158,11 +207,35 @@ PHASES = [a for a in D if a != "model.file_name=model.pdb"] + ["phases.file_name
 IMAGE_TV = D + ["tv.periodic=False"]
 CELL = [a for a in D if a != "derivative.file_name=der.mtz"] + [
     "derivative.file_name=der_cell.mtz"]
-MAP = "run_scale.mrc"
+
+# meteor.sharpen on the small maps of sharpen_maps: one map with B searched (SHARPEN), a
+# given B (SHARPEN_B, local sharpening on it), half maps (FSC weighting, or cctbx's), a model
+# (cctbx's map-model sharpening), adjusted_sa's score on a short scan
+SHARPEN = ["map_model.full_map=sharpen_map.ccp4", "resolution=3", "output.prefix=run"]
+SHARPEN_B = SHARPEN + ["sharpening.b_sharpen=40"]
+SHARPEN_LOCAL = SHARPEN_B + ["sharpening.local=True"]
+HALF_MAPS = ["map_model.half_map=half_1.ccp4", "map_model.half_map=half_2.ccp4",
+             "resolution=3", "output.prefix=run"]
+MODEL_SHARPEN = SHARPEN + ["map_model.model=sharpen_model.pdb"]
+ADJUSTED_SA = SHARPEN + ["sharpening.score=adjusted_sa", "sharpening.search.n_steps=5",
+                         "sharpening.search.tolerance=50"]
+# meteor.extrapolate at a given occupancy, and with the occupancy estimated (few resamples)
+# on extrapolate_case, whose ligand the appear estimator finds at 3 A
+EXTRAPOLATE = D + ["extrapolate.occupancy=0.5"]
+ESTIMATE = ["derivative.file_name=family/derivative.mtz", "native.file_name=family/native.mtz",
+            "model.file_name=family/model.pdb", "output.prefix=run",
+            "extrapolate.n_bootstrap=10"] + FAST
+# meteor.batch: D's derivative against D's native, one dataset on the module's Dask worker
+BATCH = [a for a in D if not a.startswith("output.prefix")] + [
+    "output.directory=batch", "dask.n_workers=1", "dask.threads_per_worker=1"]
+#: dask.scheduler's changed value, replaced by the address of the module's Dask scheduler
+SCHEDULER = "tcp://the-module-scheduler"
 
 #: program -> parameter -> (base arguments, changed value, what must change: "map" (an MTZ
-#: column or map values), "record", "files" or "status"; "any" for scans whose record or map
-#: may move, "nothing" for parameters that by design must not change the result).
+#: column or map values), "record", "files", "status", "log" (the number of lines printed)
+#: or "cluster" (the local Dask cluster asked for); "any" for scans whose record or map may
+#: move, "nothing" for parameters that by design must not change the result).  A value of a
+#: .multiple parameter gives one argument per word.
 CASES = {
     "diffmap": {
         "derivative.file_name": (D, "der2.mtz", "map"),
@@ -237,6 +310,66 @@ CASES = {
         "output.prefix": (["map.mrc", "output.prefix=run"], "other", "files"),
         "nproc": (["map.mrc", "output.prefix=run", "nproc=2"], "1", "nothing"),
     },
+    "sharpen": {
+        "map_model.full_map": (SHARPEN_B, "sharpen_map2.ccp4", "map"),
+        "map_model.half_map": (HALF_MAPS, "half_1.ccp4 half_3.ccp4", "map"),
+        "map_model.model": (MODEL_SHARPEN, "sharpen_model2.pdb", "map"),
+        "labels": (["sharpen.mtz", "labels=FWT,PHIFWT", "output.prefix=run"], "FWT2,PHIFWT2",
+                   "map"),
+        "resolution": (SHARPEN_B, "3.5", "map"),
+        "solvent_content": (SHARPEN, "0.8", "any"),
+        "sharpening.method": (HALF_MAPS, "b_factor", "map"),
+        "sharpening.half_map_weighting": (HALF_MAPS, "cctbx", "map"),
+        "sharpening.noise_weight": (SHARPEN, "none", "any"),
+        "sharpening.score": (SHARPEN, "kurtosis", "record"),
+        "sharpening.b_sharpen": (SHARPEN_B, "80", "map"),
+        "sharpening.b_iso": (SHARPEN + ["sharpening.b_iso=10"], "0", "map"),
+        "sharpening.d_cut": (SHARPEN_B, "4", "map"),
+        "sharpening.k_sharpen": (SHARPEN_B, "0", "map"),
+        "sharpening.b_blur_hires": (SHARPEN_B, "20", "map"),
+        "sharpening.d_min_ratio": (SHARPEN_B, "0.95", "map"),
+        "sharpening.anisotropic": (MODEL_SHARPEN, "False", "map"),
+        "sharpening.local": (SHARPEN_B, "True", "map"),
+        "sharpening.local_radius": (SHARPEN_LOCAL, "2.5", "map"),
+        "sharpening.local_d_max": (SHARPEN_LOCAL, "8", "map"),
+        "sharpening.search.b_min": (SHARPEN, "30", "record"),  # -100 is raised to 0 here
+        "sharpening.search.b_max": (SHARPEN, "150", "record"),
+        "sharpening.search.n_steps": (SHARPEN, "5", "record"),
+        "sharpening.search.tolerance": (SHARPEN, "1", "record"),
+        "sharpening.adjusted_sa.region_weight": (ADJUSTED_SA, "5", "record"),
+        "sharpening.adjusted_sa.fraction_occupied": (ADJUSTED_SA, "0.4", "record"),
+        "sharpening.adjusted_sa.sa_percent": (ADJUSTED_SA, "60", "record"),
+        "sharpening.adjusted_sa.max_regions_to_test": (ADJUSTED_SA, "2", "record"),
+        "nproc": (SHARPEN_B + ["nproc=2"], "1", "nothing"),
+        "output.prefix": (SHARPEN_B, "other", "files"),
+        "output.verbose": (MODEL_SHARPEN, "True", "log"),  # cctbx's tables
+    },
+    "extrapolate": {
+        "extrapolate.difference": (EXTRAPOLATE, "raw", "map"),
+        "extrapolate.occupancy": (EXTRAPOLATE, "0.3", "map"),
+        "extrapolate.occupancy_range": (ESTIMATE, "0.1 0.9", "record"),
+        "extrapolate.estimator": (ESTIMATE, "appear", "record"),  # vanish: withheld here
+        "extrapolate.formula": (EXTRAPOLATE, "fcalc", "map"),
+        "extrapolate.negative_amplitudes": (EXTRAPOLATE, "drop", "map"),
+        "extrapolate.threshold": (EXTRAPOLATE, "2", "map"),  # voxels of the gain
+        "extrapolate.peak_fraction": (ESTIMATE, "0.3", "record"),
+        "extrapolate.n_bootstrap": (ESTIMATE, "20", "record"),
+        "extrapolate.confidence": (ESTIMATE, "0.8", "record"),
+        "extrapolate.seed": (ESTIMATE, "7", "record"),
+    },
+    "batch": {
+        "batch.program": (BATCH, "phaseboost", "files"),
+        # a finished batch in the directory: reused, or computed again
+        "batch.resume": (BATCH + ["output.overwrite=True"], "False", "record"),
+        "derivative.file_name": (BATCH, "series/der.mtz", "map"),  # same stem, other data
+        "native.file_name": (BATCH, "nat2.mtz", "map"),
+        "dask.scheduler": (BATCH, SCHEDULER, "record"),
+        "dask.n_workers": (BATCH, "2", "record"),
+        "dask.threads_per_worker": (BATCH, "2", "record"),
+        "dask.allowed_failures": (BATCH, "0", "cluster"),
+        "output.directory": (BATCH, "other", "files"),
+        "output.prefix": (BATCH, "other", "files"),
+    },
 }
 
 
@@ -251,6 +384,8 @@ def no_plots(monkeypatch):
     monkeypatch.setattr("meteor_cctbx.programs.difference_program.write_panels_png",
                         placeholder)
     monkeypatch.setattr("meteor_cctbx.programs.local_scale.write_plot", placeholder)
+    monkeypatch.setattr("meteor_cctbx.sharpen_outputs.write_panels_png", placeholder)
+    monkeypatch.setattr("meteor_cctbx.batch_summary.write_panels_png", placeholder)
 
 
 @pytest.fixture(scope="module")
@@ -271,32 +406,127 @@ def local_scale_maps(data) -> Path:
     return data
 
 
-@pytest.mark.parametrize("program", sorted(CASES))
+@pytest.fixture(scope="module")
+def sharpen_maps(data) -> Path:
+    """For meteor.sharpen, beside the reflection files: the 3 A density of a chain of 300
+    carbon atoms (B 40 A^2) in a 30 x 30 x 36 A P1 cell on a 24 x 24 x 30 grid with noise
+    (0.3 x its rms) as sharpen_map.ccp4 and, other noise, sharpen_map2.ccp4; half_1/2/3.ccp4
+    (noise 1 x its rms); sharpen.mtz (its map coefficients FWT,PHIFWT and, noisier,
+    FWT2,PHIFWT2) and the chain as sharpen_model.pdb and, sites moved 0.3 A rms,
+    sharpen_model2.pdb."""
+    from cctbx import crystal, xray
+
+    rng = np.random.default_rng(6)
+    cell = np.array([30.0, 30.0, 36.0])
+    scatterers = flex.xray_scatterer()
+    for site in chain_sites(300, 9.0, rng) + cell / 2:
+        scatterers.append(xray.scatterer("C", site=tuple(site / cell), b=40.0))
+    structure = xray.structure(crystal_symmetry=crystal.symmetry(
+        (*cell, 90, 90, 90), "P1"), scatterers=scatterers)
+    f_calc = structure.structure_factors(d_min=3.0).f_calc()
+    clean = map_on_grid(f_calc, (24, 24, 30))
+    symmetry = f_calc.crystal_symmetry()
+
+    def write(name, noise):
+        noisy = clean + rng.normal(scale=noise * clean.std(), size=clean.shape)
+        map_manager_of(noisy, symmetry, wrapping=False).write_map(str(data / name))
+    for name, noise in (("sharpen_map.ccp4", 0.3), ("sharpen_map2.ccp4", 0.3),
+                        ("half_1.ccp4", 1.0), ("half_2.ccp4", 1.0), ("half_3.ccp4", 1.0)):
+        write(name, noise)
+    noise = flex.complex_double(flex.double(rng.normal(size=f_calc.size())),
+                                flex.double(rng.normal(size=f_calc.size())))
+    noisier = f_calc.customized_copy(
+        data=f_calc.data() + noise * (0.5 * flex.mean(flex.abs(f_calc.data()))))
+    write_mtz(data / "sharpen.mtz", {"FWT": f_calc, "FWT2": noisier})
+    (data / "sharpen_model.pdb").write_text(structure.as_pdb_file())
+    moved = structure.deep_copy_scatterers()
+    moved.set_sites_cart(moved.sites_cart() + flex.vec3_double(
+        rng.normal(scale=0.3 / np.sqrt(3), size=(moved.scatterers().size(), 3))))
+    (data / "sharpen_model2.pdb").write_text(moved.as_pdb_file())
+    return data
+
+
+class RequestedCluster:
+    """distributed.LocalCluster as the meteor.batch cases meet it: it records what the batch
+    asked for (worker processes and their FFT/TV threads, restarts of a task) and hands the
+    batch the module's scheduler, whose one worker process is already running: a cluster per
+    case would cost seconds of start-up each (test_batch starts real local clusters)."""
+
+    address = ""  # of the module's scheduler (dask_worker), set by the test
+
+    def __init__(self, n_workers, threads_per_worker, processes, env, **settings):
+        import dask
+
+        LOCAL_CLUSTER_REQUESTS.append({
+            "n_workers": n_workers, "threads_per_worker": threads_per_worker,
+            "processes": processes, "env": env,
+            "allowed_failures": dask.config.get("distributed.scheduler.allowed-failures")})
+        self.scheduler_address = self.address
+
+    def close(self) -> None:
+        """The module's cluster outlives each batch."""
+
+
+@pytest.fixture(scope="module")
+def dask_worker() -> str:
+    """A Dask scheduler with one worker process (one thread) on 127.0.0.1; its address."""
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address=None, silence_logs=logging.CRITICAL,
+                      env={"NUMBA_NUM_THREADS": "1"}) as cluster:
+        yield cluster.scheduler_address
+
+
+@pytest.fixture
+def batch_on_the_module_worker(dask_worker, monkeypatch) -> None:
+    """meteor.batch runs whose local clusters are RequestedCluster."""
+    import distributed
+
+    connect = distributed.Client
+
+    def client(address=None, **settings):
+        return connect(getattr(address, "scheduler_address", address), **settings)
+    monkeypatch.setattr(RequestedCluster, "address", dask_worker)
+    monkeypatch.setattr(distributed, "LocalCluster", RequestedCluster)
+    monkeypatch.setattr(distributed, "Client", client)
+
+
+@pytest.fixture(scope="module")
+def extrapolate_case(data) -> Path:
+    """family/: derivative.mtz, native.mtz and model.pdb of the small family's compact case
+    at occupancy 0.5 and the real noise level, 3 A (meteor_cctbx.family)."""
+    from meteor_cctbx.family import make_case, source_small, write_case
+
+    write_case(make_case(source_small(d_min=3.0), "compact", 0.5, 1.0), data / "family")
+    return data
+
+
+#: program -> the fixture its cases need (inputs beside data's, or the Dask worker)
+PROGRAM_FIXTURES = {"local_scale": "local_scale_maps", "sharpen": "sharpen_maps",
+                    "extrapolate": "extrapolate_case", "batch": "batch_on_the_module_worker"}
+
+
+@pytest.mark.parametrize("program", sorted(PROGRAMS))
 def test_every_parameter_has_a_case(program):
     """The subset goes this way round: a parameter added to the .phil needs a case here."""
     names = set(leaf_parameters(program))
     assert set(CASES[program]) <= names, set(CASES[program]) - names
     missing = names - set(CASES[program])
-    if program == "phaseboost":  # its shared parameters are diffmap's cases (same code)
-        missing -= set(CASES["diffmap"])
+    for other in SHARED_CASES.get(program, ()):  # shared parameters: the other's cases
+        missing -= set(CASES[other])
     assert not missing, f"parameters without a test case: {sorted(missing)}"
 
 
-@pytest.mark.parametrize("program", sorted({*CASES, "sharpen", "extrapolate", "batch"}))
+@pytest.mark.parametrize("program", sorted(PROGRAMS))
 def test_every_parameter_has_a_caption_expert_level_and_help(program):
     """As mmtbx programs do: GUIs and --show-defaults=<level> rely on them."""
-    def walk(scope, prefix):
-        for obj in scope.objects:
-            if obj.is_scope:
-                yield from walk(obj, prefix + obj.name + ".")
-            else:
-                yield prefix + obj.name, obj
-    for name, definition in walk(master_phil(program), ""):
+    for name, definition in leaf_definitions(program).items():
         assert definition.short_caption and definition.help, name
         assert definition.expert_level in (0, 1, 2, 3), name
 
 
-def test_every_case_value_is_what_the_parser_gives(data):
+def test_every_case_value_is_what_the_parser_gives():
     """Each changed value parses (type, range, choice) and reaches the extract unchanged."""
     from iotbx.cli_parser import CCTBXParser
     from libtbx.utils import null_out
@@ -304,7 +534,7 @@ def test_every_case_value_is_what_the_parser_gives(data):
     for program, cases in CASES.items():
         for name, (_, value, _) in cases.items():
             parser = CCTBXParser(program_class=PROGRAMS[program], logger=null_out())
-            parser.parse_args([f"{name}={value}"])
+            parser.parse_args(setting_arguments(program, name, value))
             extracted = parser.working_phil.extract()
             for part in name.split("."):
                 extracted = getattr(extracted, part)
@@ -319,20 +549,25 @@ def test_every_case_value_is_what_the_parser_gives(data):
 
 
 def absolute(argument: str, directory: Path) -> str:
-    """A file argument or a *.file_name=... value made absolute in ``directory``."""
+    """A file argument, a *.file_name=... or a map_model.*=... value made absolute in
+    ``directory``."""
     if "=" not in argument:
         return str(directory / argument)
     name, value = argument.split("=", 1)
-    return f"{name}={directory / value}" if name.endswith("file_name") else argument
+    is_file = name.endswith("file_name") or name.startswith("map_model.")
+    return f"{name}={directory / value}" if is_file else argument
 
 
 @pytest.mark.parametrize("program, name", [(p, n) for p in CASES for n in CASES[p]])
-def test_changing_the_parameter_changes_the_run(program, name, data, local_scale_maps,
-                                                tmp_path):
+def test_changing_the_parameter_changes_the_run(program, name, data, tmp_path, request):
+    if program in PROGRAM_FIXTURES:
+        request.getfixturevalue(PROGRAM_FIXTURES[program])
     base, value, expected = CASES[program][name]
+    if value == SCHEDULER:
+        value = request.getfixturevalue("dask_worker")
     base_args = [absolute(a, data) for a in base]
     changed_args = [a for a in base_args if a.split("=")[0] != name] + [
-        absolute(f"{name}={value}", data)]
+        absolute(a, data) for a in setting_arguments(program, name, value)]
     if name == "output.overwrite":  # the base run meets an existing output and refuses
         for directory in ("base", "changed"):
             (tmp_path / directory).mkdir()
@@ -340,21 +575,27 @@ def test_changing_the_parameter_changes_the_run(program, name, data, local_scale
         assert (run_in(program, base_args, tmp_path / "base"),
                 run_in(program, changed_args, tmp_path / "changed")) == (1, 0)
         return
-    before = base_run(program, base_args, tmp_path / "base")
+    if name == "batch.resume":  # both runs meet the finished batch of the base arguments
+        finished = run(program, base_args, tmp_path / "finished")
+        assert finished["status"] == 0, finished["error"]
+        for directory in ("base", "changed"):
+            shutil.copytree(tmp_path / "finished", tmp_path / directory)
+        before = run(program, base_args, tmp_path / "base")
+    else:
+        before = base_run(program, base_args, tmp_path / "base")
     assert before["status"] == 0, (name, before["error"])
     after = run(program, changed_args, tmp_path / "changed")
     changed = differences(before, after)
-    if expected == "nothing":
-        assert not changed, (name, changed)
+    if expected == "nothing":  # the log may say how many threads ran
+        assert not [k for k in changed if k != "log lines"], (name, changed)
         return
     if expected == "status":  # refused with one Sorry, not a crash
         assert after["status"] == 1 and after["error"].startswith("Sorry: "), (name, after)
         return
     assert after["status"] == 0, (name, after["error"])
-    maps = [k for k in changed if ":" in k or k.endswith((".mrc", ".ccp4"))]
-    kinds = {"map": bool(maps), "record": "record" in changed, "files": "files" in changed}
+    kinds = kinds_changed(changed)
     if expected == "any":
-        assert any(kinds.values()), name
+        assert kinds["map"] or kinds["record"] or kinds["files"], (name, changed)
     else:
         assert kinds[expected], (name, changed)
 
