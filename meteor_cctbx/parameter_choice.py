@@ -40,7 +40,6 @@ from meteor_cctbx.maximize import ScanPoint, ScanResult, maximize_scalar
 from meteor_cctbx.negentropy import negentropy
 from meteor_cctbx.validation import FreeScorer
 
-CRITERIA = ("validation", "negentropy")
 K_SCAN_POINTS = 3            # k = 0, k_max/2, k_max, then bracket refinement
 K_TOLERANCE_FRACTION = 0.25  # final k bracket, as a fraction of k_max
 K_MIN_GAIN = 0.001  # a CC_free gain below this is of no consequence: k = 0, the simplest
@@ -49,7 +48,6 @@ REFINE_HALF_WIDTH = 0.3      # decades around the first TV weight when k changed
 
 SIGNAL_Z = 2.0  # CC_free must exceed this many standard errors to count as a signal
 NEGENTROPY_TOLERANCE = 0.02  # decades: the optimum of weak changes is that sharp
-WITHIN_NOISE = ("negentropy", "best")
 COLLAPSED_NEGENTROPY = 0.1  # see is_collapsed
 
 
