@@ -684,6 +684,8 @@ ROUND_TWO_DIFFMAP = [
      ["tv.relative_search_range=10 0.1", "smallest first"]),
     (lambda f, r: [f["der"], f["nat"], f["model"], "kweight.k_max=0", "kweight.mode=optimize"],
      ["kweight.k_max=0", "set kweight.k_max above 0"]),
+    (lambda f, r: [f["der"], f["nat"], f["model"], "validation.free_fraction=0.4"],
+     ["validation.n_folds=3", "free_fraction=0.4", "below 1"]),
     (lambda f, r: [f["der"], f["nat"], f["model"], "output.prefix=" + "a" * 300],
      ["bytes long", "shorter output.prefix"]),
     (lambda f, r: ["b" * 300 + ".mtz", f["nat"], f["model"]],
@@ -704,7 +706,7 @@ ROUND_TWO_DIFFMAP = [
 ROUND_TWO_DIFFMAP_IDS = ["model_all_b_9999", "model_atoms_on_one_site",
                          "model_one_site_without_bulk_solvent", "negative_occupancy",
                          "reversed_tv_search_range", "reversed_relative_tv_search_range",
-                         "k_max_zero", "prefix_too_long",
+                         "k_max_zero", "free_folds_beyond_the_data", "prefix_too_long",
                          "input_name_too_long", "prefix_is_a_directory", "prefix_is_dot",
                          "derivative_identical_to_native", "all_zero_amplitudes",
                          "phil_file_with_unclosed_brace", "grid_beyond_memory"]

@@ -63,7 +63,8 @@ MAP_BYTES_PER_POINT = 200
 
 
 def check_search_ranges(params) -> None:
-    """Sorry for a k or TV-weight search interval that holds no value to try."""
+    """Sorry for a k or TV-weight search interval that holds no value to try, or free folds
+    that do not fit in the data."""
     from meteor_cctbx.phil import choice
 
     if choice(params.kweight.mode) == "optimize" and not params.kweight.k_max > 0:
@@ -76,6 +77,11 @@ def check_search_ranges(params) -> None:
             raise Sorry(f"tv.{name}={interval[0]:g} {interval[1]:g} is not an interval of "
                         f"positive TV weights, smallest first (searched on a log scale): give "
                         f"e.g. tv.{name}={example}, or use tv.mode=fixed.")
+    validation = params.validation
+    if validation.n_folds * validation.free_fraction >= 1:
+        raise Sorry(f"validation.n_folds={validation.n_folds} folds of "
+                    f"validation.free_fraction={validation.free_fraction:g} hold out all the "
+                    f"data: keep n_folds x free_fraction below 1 (e.g. 3 folds of 0.1).")
 
 
 class DifferenceProgram(ProgramTemplate):
