@@ -266,10 +266,13 @@ def make_program(task: DatasetTask, log) -> ProgramTemplate:
     """The dataset's program, parameters set, ready for validate() and run()."""
     from iotbx.data_manager import DataManager
 
+    from meteor_cctbx.data_manager_state import forget_repeated_child_datatypes
+
     program_class = PROGRAMS[task.program].program_class()
     params = program_master_phil(task.program).fetch(
         source=iotbx.phil.parse(task.phil)).extract()
     data_manager = DataManager(datatypes=program_class.datatypes, logger=log)
+    forget_repeated_child_datatypes()
     return program_class(data_manager, params, logger=log)
 
 

@@ -53,9 +53,11 @@ class MeteorParser(CCTBXParser):
     and with help text in ``--show-defaults`` (an editable, documented .eff)."""
 
     def __init__(self, program_class, *args, **kwargs):
+        from meteor_cctbx.data_manager_state import forget_repeated_child_datatypes
         from meteor_cctbx.phil import remove_unused_template_output
 
-        super().__init__(program_class, *args, **kwargs)
+        super().__init__(program_class, *args, **kwargs)  # creates the DataManager
+        forget_repeated_child_datatypes()
         remove_unused_template_output(self.master_phil)
         heading = "\n\nPHIL arguments:\n"
         if heading in self.description:  # --help lists the parameters that remain
