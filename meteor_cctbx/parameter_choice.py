@@ -133,12 +133,13 @@ def choose_tv_weight(coefficients: np.ndarray, grid: CellGrid, settings: tv.TvSe
         scan.points.extend(p for p in rescan.points
                            if p.parameter not in {q.parameter for q in scan.points})
         best = best_uncollapsed(scan)
-    error = scorer.difference_error(best.parameter)
+    candidates = uncollapsed(scan)
+    error, *paired_errors = scorer.difference_errors(
+        best.parameter, [None] + [p.parameter for p in candidates])
     determined = best.score > SIGNAL_Z * error
     # no signal the free reflections can see: every scan point is as good as the best
-    tied = [p for p in scan.points if not is_collapsed(p, scan) and math.isfinite(p.score) and
-            (not determined or p is best or
-             best.score - p.score <= scorer.difference_error(best.parameter, p.parameter))]
+    tied = [p for p, paired_error in zip(candidates, paired_errors)
+            if not determined or p is best or best.score - p.score <= paired_error]
     lowest, highest = min(p.parameter for p in tied), max(p.parameter for p in tied)
     if within_noise == "negentropy" and highest > lowest:
         refinement, relative, denoised = maximize_negentropy(
@@ -185,11 +186,14 @@ def is_collapsed(point: ScanPoint, scan: ScanResult) -> bool:
             point.others["negentropy"] < COLLAPSED_NEGENTROPY * peak.others["negentropy"])
 
 
+def uncollapsed(scan: ScanResult) -> list[ScanPoint]:
+    """The scored points of a validation scan that are not collapsed (the candidates)."""
+    return [p for p in scan.points if not is_collapsed(p, scan) and math.isfinite(p.score)]
+
+
 def best_uncollapsed(scan: ScanResult) -> ScanPoint:
     """The best-scoring point of a validation scan that is not collapsed."""
-    candidates = [p for p in scan.points if not is_collapsed(p, scan)
-                  and math.isfinite(p.score)]
-    return max(candidates, key=lambda p: (p.score, -p.parameter))
+    return max(uncollapsed(scan), key=lambda p: (p.score, -p.parameter))
 
 
 def choose_k(raw: np.ndarray, sigma_delta: np.ndarray, grid: CellGrid, k_max: float,

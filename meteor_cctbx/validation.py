@@ -126,14 +126,19 @@ class FreeScorer:
     def difference_error(self, a: Hashable, b: Hashable | None = None) -> float:
         """Bootstrap standard error of CC_free(a) - CC_free(b) (paired over free
         reflections), or of CC_free(a) itself when ``b`` is None."""
+        return self.difference_errors(a, [b])[0]
+
+    def difference_errors(self, a: Hashable, others: Sequence[Hashable | None]) -> list[float]:
+        """difference_error(a, b) for every b of ``others``, from one set of resamples (the
+        same resamples every call: the seed fixes them)."""
         rng = np.random.default_rng([self.free_set.seed, 99])
         n = self.free_set.n_free
         weights = self.free_set.multiplicities
-        differences = np.empty(self.n_bootstrap)
+        differences = np.empty((len(others), self.n_bootstrap))
         for i in range(self.n_bootstrap):  # resamples of the free reflections, not voxels
             counts = np.bincount(rng.integers(0, n, n), minlength=n) * weights
-            differences[i] = free_correlation(self.predictions[a], self.free_target, counts)
-            if b is not None:
-                differences[i] -= free_correlation(self.predictions[b], self.free_target,
-                                                   counts)
-        return float(differences.std())
+            score_a = free_correlation(self.predictions[a], self.free_target, counts)
+            for j, b in enumerate(others):
+                differences[j, i] = score_a - (0.0 if b is None else free_correlation(
+                    self.predictions[b], self.free_target, counts))
+        return [float(row.std()) for row in differences]
