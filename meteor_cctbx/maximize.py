@@ -34,6 +34,7 @@ class ScanResult:
 
     name: str
     points: list[ScanPoint] = field(default_factory=list)
+    skipped: list[float] = field(default_factory=list)  # coarse end points left out (lazy_ends)
 
     @property
     def best(self) -> ScanPoint:
@@ -46,7 +47,8 @@ class ScanResult:
         best = self.best
         return {"name": self.name, "best_parameter": best.parameter, "best_score": best.score,
                 "points": [{"parameter": p.parameter, "score": p.score, "seconds": p.seconds,
-                            **p.others} for p in self.points]}
+                            **p.others} for p in self.points],
+                "skipped_end_points": list(self.skipped)}
 
     def point_at(self, parameter: float) -> ScanPoint:
         """The evaluated point at ``parameter``."""
@@ -65,18 +67,32 @@ def scan_point_logger(log: TextIO, label: str, criterion: str, unit: str = "",
     return report
 
 
+def evaluate_point(score: Callable[[float], float | tuple[float, dict]], x: float
+                   ) -> ScanPoint:
+    """``score(x)`` as a timed ScanPoint (a non-finite score becomes -inf)."""
+    start = time.perf_counter()
+    value = score(x)
+    value, others = value if isinstance(value, tuple) else (value, {})
+    value = float(value)
+    return ScanPoint(x, value if math.isfinite(value) else -math.inf,
+                     time.perf_counter() - start, dict(others))
+
+
 def maximize_scalar(score: Callable[[float], float | tuple[float, dict]], lower: float,
                     upper: float, *,
                     name: str = "parameter", n_coarse: int = 9, log_scale: bool = False,
                     tolerance: float = 0.01, max_rounds: int = 20,
-                    extra_points: Sequence[float] = (),
+                    extra_points: Sequence[float] = (), lazy_ends: bool = False,
                     report: Callable[[ScanPoint], None] | None = None) -> ScanResult:
     """Maximise ``score(x)`` for x in [lower, upper].
 
     ``score`` returns the score, or (score, other criteria) to be recorded with the point.
     ``tolerance`` is the final bracket width in the search variable (x, or log10 x with
     ``log_scale``).  ``extra_points`` are evaluated with the coarse scan (e.g. x = 0 on a log
-    scale).  ``report`` is called with every new point (progress logging).
+    scale).  With ``lazy_ends`` (and at least 5 coarse points) the two end points of the coarse
+    scan are evaluated only when the best point is next to one of them, which the bracket then
+    needs; those left out are listed in the result's ``skipped``.  ``report`` is called with
+    every new point (progress logging).
     """
     if not lower < upper:
         raise ValueError(f"{name}: empty search interval [{lower}, {upper}]")
@@ -87,20 +103,15 @@ def maximize_scalar(score: Callable[[float], float | tuple[float, dict]], lower:
     result = ScanResult(name=name)
     scores: dict[float, float] = {}
 
-    def timed(x: float) -> ScanPoint:
-        start = time.perf_counter()
-        value = score(x)
-        value, others = value if isinstance(value, tuple) else (value, {})
-        value = float(value)
-        return ScanPoint(x, value if math.isfinite(value) else -math.inf,
-                         time.perf_counter() - start, dict(others))
-
     def evaluate(us: Sequence[float]) -> None:
         new = sorted({round(u, 12) for u in us} - scores.keys())
         for u in new:
-            point = timed(to_x(u))
+            point = evaluate_point(score, to_x(u))
             scores[u] = point.score
             record(point)
+
+    def best_position() -> float:
+        return max(scores, key=lambda u: (scores[u], -u))
 
     def record(point: ScanPoint) -> None:
         result.points.append(point)
@@ -109,13 +120,19 @@ def maximize_scalar(score: Callable[[float], float | tuple[float, dict]], lower:
 
     outside = [x for x in extra_points if log_scale and x <= 0]  # e.g. "no denoising", x = 0
     for x in outside:
-        record(timed(x))
-    evaluate(list(np.linspace(lo, hi, n_coarse)) +
+        record(evaluate_point(score, x))
+    coarse = [round(u, 12) for u in np.linspace(lo, hi, n_coarse)]
+    ends = [coarse[0], coarse[-1]] if lazy_ends and n_coarse >= 5 else []
+    evaluate([u for u in coarse if u not in ends] +
              [math.log10(x) if log_scale else x for x in extra_points if x not in outside])
+    for end, inner in ((ends[0], coarse[1]), (ends[-1], coarse[-2])) if ends else ():
+        if best_position() == inner:
+            evaluate([end])
+    result.skipped = [to_x(u) for u in ends if u not in scores]
 
     for _ in range(max_rounds):
         grid = sorted(scores)
-        i = max(range(len(grid)), key=lambda j: (scores[grid[j]], -grid[j]))
+        i = grid.index(best_position())
         left, best, right = grid[max(i - 1, 0)], grid[i], grid[min(i + 1, len(grid) - 1)]
         if right - left <= tolerance:
             break

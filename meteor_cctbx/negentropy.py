@@ -10,6 +10,8 @@ import math
 
 import numpy as np
 
+from meteor_cctbx import voxel_statistics
+
 GAUSSIAN_ENTROPY_UNIT = 0.5 * math.log(2.0 * math.pi * math.e)  # entropy of N(0, 1), nats
 
 
@@ -26,21 +28,13 @@ def standardized_entropy(values: np.ndarray) -> float:
     n = flat.size
     if n < 2:
         raise ValueError("negentropy needs at least two values")
-    mean = flat.mean(dtype=np.float64)
-    std = flat.std(dtype=np.float64)
+    _, std, lowest, _ = voxel_statistics.moments(flat)
     if not math.isfinite(std):
         raise ValueError("map contains NaN or infinite values")
     if std == 0.0:
         return -math.inf
     bin_width = 3.49 * n ** (-1.0 / 3.0)  # in units of sigma
-    lowest = float(flat.min())
-    position = (flat - np.float32(lowest)) * np.float32(1.0 / (std * bin_width))
-    index = position.astype(np.int64)
-    upper_share = position - index
-    size = int(index.max()) + 2
-    upper = np.bincount(index, weights=upper_share, minlength=size)
-    counts = np.bincount(index, minlength=size) - upper
-    counts[1:] += upper[:-1]
+    counts = voxel_statistics.linear_histogram(flat, lowest, std * bin_width)
     p = counts[counts > 0] / n
     return float(-(p * np.log(p)).sum() + math.log(bin_width))
 

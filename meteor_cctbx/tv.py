@@ -17,11 +17,8 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-
-# numba's OpenMP threading layer, which it picks once cctbx has loaded libgomp, gave wrong
-# results for the kernels below with two threads (a 0.4 difference after two iterations);
-# its own workqueue layer is correct.  tests/test_tv.py checks both facts stay true.
-numba.config.THREADING_LAYER = "workqueue"
+from meteor_cctbx import numba_threads  # noqa: F401  (before any kernel runs)
+from meteor_cctbx import voxel_statistics
 
 
 @dataclass(frozen=True)
@@ -57,7 +54,7 @@ def denoise(real_map: np.ndarray, weight: float, settings: TvSettings = TvSettin
         denoised = denoise_tv_chambolle(real_map, weight=weight, eps=settings.tolerance,
                                         max_num_iter=settings.max_iterations)
     denoised = np.ascontiguousarray(denoised, dtype=np.float32)
-    return rescale_like(denoised, real_map) if rescale else denoised
+    return rescale_like(denoised, real_map, in_place=True) if rescale else denoised
 
 
 @numba.njit(parallel=True, cache=True, fastmath=True)
@@ -161,12 +158,12 @@ def tv_denoise_periodic(image: np.ndarray, weight: float, n_iterations: int) -> 
     return primal
 
 
-def rescale_like(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """``values`` shifted and scaled to the mean and standard deviation of ``reference``."""
-    std = values.std(dtype=np.float64)
-    target_std = reference.std(dtype=np.float64)
-    target_mean = reference.mean(dtype=np.float64)
+def rescale_like(values: np.ndarray, reference: np.ndarray, in_place: bool = False
+                 ) -> np.ndarray:
+    """``values`` shifted and scaled to the mean and standard deviation of ``reference``
+    (written over ``values``, a C-contiguous float32 array, when ``in_place``)."""
+    mean, std = voxel_statistics.mean_std(values)
+    target_mean, target_std = voxel_statistics.mean_std(reference)
     if std == 0:
         return np.full_like(values, target_mean)
-    scale = target_std / std
-    return ((values - values.mean(dtype=np.float64)) * scale + target_mean).astype(np.float32)
+    return voxel_statistics.affine(values, mean, target_std / std, target_mean, in_place)

@@ -60,6 +60,24 @@ def test_narrow_peak_between_coarse_points_is_found():
     assert result.best.parameter == pytest.approx(0.52, abs=0.002)
 
 
+@pytest.mark.parametrize("optimum, scored_end", [(0.004, 1e-3), (0.05, None), (0.3, 1.0)])
+def test_lazy_ends_are_scored_only_beside_the_best(optimum, scored_end):
+    """With lazy_ends the coarse scan's two ends are scored only when the best point is next
+    to one; the maximum found is the full scan's."""
+    def score(x):
+        return -(math.log10(x) - math.log10(optimum)) ** 2
+
+    lazy = maximize_scalar(score, 1e-3, 1.0, log_scale=True, n_coarse=5, tolerance=0.02,
+                           lazy_ends=True)
+    full = maximize_scalar(score, 1e-3, 1.0, log_scale=True, n_coarse=5, tolerance=0.02)
+    scored = {p.parameter for p in lazy.points}
+    ends = {1e-3, 1.0}
+    assert scored | set(lazy.skipped) >= ends and not scored & set(lazy.skipped)
+    assert scored & ends == ({scored_end} if scored_end else set())
+    assert lazy.best.parameter == pytest.approx(full.best.parameter)
+    assert lazy.best.parameter == pytest.approx(optimum, rel=0.05)
+
+
 def test_parabola_vertex():
     assert parabola_vertex((0, 0), (1, 1), (2, 0)) == pytest.approx(1.0)
     assert parabola_vertex((0, 0), (1, 2), (3, 0)) == pytest.approx(1.5)

@@ -163,9 +163,11 @@ def test_absolute_search_range_still_works(spread):
     rms = float(spread.weighted_map().std())
     params.tv.search_range = [0.5 * rms, 2.0 * rms]
     result = compute_diffmap(spread.case.derivative, spread.case.native, spread.f_model, params)
-    weights = [p.parameter for p in result.tv_scan.points]
+    scored = [p.parameter for p in result.tv_scan.points]
+    weights = scored + result.tv_scan.skipped  # coarse ends the scan did not need
     assert min(weights) == pytest.approx(0.5, rel=1e-3)
     assert max(weights) == pytest.approx(2.0, rel=1e-3)
+    assert 0.5 * (1 - 1e-3) <= min(scored) <= max(scored) <= 2.0 * (1 + 1e-3)
 
 
 def test_k_is_zero_when_its_curve_is_flat_within_noise(spread):
@@ -272,6 +274,25 @@ def test_no_signal_falls_back_and_warns(source, phasing_model):
     scan = result.tv_scan
     fallback = max(scan.points, key=lambda p: p.others["negentropy"]).parameter
     assert result.metadata["tv_weight_relative"] == fallback
+    # a flat curve ties every candidate: a coarse end first left out is scored too, unless
+    # the scan's point beside it is a collapsed map (never a candidate, nor what lies beyond)
+    from meteor_cctbx.parameter_choice import is_collapsed
+
+    lower, upper = default_params("diffmap").tv.relative_search_range
+    assert set(scan.skipped) <= {upper}
+    if scan.skipped:
+        assert is_collapsed(max(scan.points, key=lambda p: p.parameter), scan)
+    assert min(p.parameter for p in scan.points) == pytest.approx(lower)
+
+
+def test_coarse_ends_are_left_out_only_when_not_needed(spread):
+    """A clear optimum inside the range: the ends of the coarse scan are not denoised, and the
+    record says so; the choice is the one the full scan makes."""
+    lower, upper = default_params("diffmap").tv.relative_search_range
+    scan = spread.default.tv_scan
+    assert sorted(scan.skipped) == pytest.approx([lower, upper])
+    assert scan.as_dict()["skipped_end_points"] == scan.skipped
+    assert all(lower < p.parameter < upper for p in scan.points)
 
 
 def test_collapsed_maps_are_not_candidates():
