@@ -122,7 +122,8 @@ class DiffmapResult:
 
 def tv_settings(params) -> tv.TvSettings:
     return tv.TvSettings(max_iterations=params.tv.max_iterations,
-                         tolerance=params.tv.tolerance, periodic=params.tv.periodic)
+                         tolerance=params.tv.tolerance, periodic=params.tv.periodic,
+                         validation_iterations=params.validation.tv_iterations)
 
 
 def free_set(grid: CellGrid, params) -> FreeSet:
