@@ -122,8 +122,7 @@ class DiffmapResult:
 
 def tv_settings(params) -> tv.TvSettings:
     return tv.TvSettings(max_iterations=params.tv.max_iterations,
-                         tolerance=params.tv.tolerance, periodic=params.tv.periodic,
-                         validation_iterations=params.validation.tv_iterations)
+                         tolerance=params.tv.tolerance, periodic=params.tv.periodic)
 
 
 def free_set(grid: CellGrid, params) -> FreeSet:

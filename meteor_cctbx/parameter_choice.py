@@ -116,7 +116,7 @@ def choose_tv_weight(coefficients: np.ndarray, grid: CellGrid, settings: tv.TvSe
     working_rms = [rms(working_map) for working_map in working_maps]
 
     def validated(relative: float) -> tuple[float, dict]:
-        denoised = [tv.denoise(working_map, relative * scale, settings.for_validation())
+        denoised = [tv.denoise(working_map, relative * scale, settings)
                     for working_map, scale in zip(working_maps, working_rms)]
         return (scorer.score(relative, denoised),
                 {"negentropy": float(np.mean([negentropy(m) for m in denoised]))})
@@ -249,8 +249,7 @@ def choose_k(raw: np.ndarray, sigma_delta: np.ndarray, grid: CellGrid, k_max: fl
         if k == 0.0 and known:
             scorer.predictions[("k", k)] = scorer.predictions[known[0].parameter]
             return known[0].score, dict(known[0].others)
-        denoised = [tv.denoise(working_map, tv_relative_weight * rms(working_map),
-                               settings.for_validation())
+        denoised = [tv.denoise(working_map, tv_relative_weight * rms(working_map), settings)
                     for working_map in scorer.working_maps(
                         raw * kweight.kweights(raw, sigma_delta, k))]
         return (scorer.score(("k", k), denoised),

@@ -12,7 +12,7 @@ meteor-maps does.  The denoised map is rescaled to the input map's mean and stan
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numba
 import numpy as np
@@ -27,20 +27,12 @@ class TvSettings:
 
     ``periodic`` maps run exactly ``max_iterations`` of ``tv_denoise_periodic``; non-periodic
     ones go to scikit-image's Chambolle solver, which also stops when the relative energy
-    change falls below ``tolerance``.  ``validation_iterations`` (None: ``max_iterations``)
-    is the count for the working maps a validation scan scores (``for_validation``).
+    change falls below ``tolerance``.
     """
 
-    max_iterations: int = 100
+    max_iterations: int = 50
     tolerance: float = 0.0
     periodic: bool = True
-    validation_iterations: int | None = None
-
-    def for_validation(self) -> "TvSettings":
-        """The settings for the working-map denoisings that validation scores."""
-        if self.validation_iterations is None:
-            return self
-        return replace(self, max_iterations=self.validation_iterations)
 
 
 def denoise(real_map: np.ndarray, weight: float, settings: TvSettings = TvSettings(),

@@ -121,41 +121,6 @@ def test_tv_scan_stays_inside_the_relative_search_range(small, f_model):
     assert 0.5 <= result.metadata["tv_weight_relative"] <= 2.0
 
 
-def test_validation_scores_working_maps_at_validation_tv_iterations(small, f_model,
-                                                                   monkeypatch):
-    """Working maps get validation.tv_iterations, the final map tv.max_iterations."""
-    from meteor_cctbx import parameter_choice
-
-    _, pair, _ = small
-    params = default_params("diffmap")
-    params.kweight.mode = "fixed"
-    params.tv.max_iterations, params.validation.tv_iterations = 12, 4
-    calls = []
-    original = tv.denoise
-
-    def counting(real_map, weight, settings=tv.TvSettings(), rescale=True):
-        calls.append(settings.max_iterations)
-        return original(real_map, weight, settings, rescale)
-
-    monkeypatch.setattr(tv, "denoise", counting)
-    result = compute_diffmap(pair.derivative, pair.native, f_model, params)
-    monkeypatch.undo()
-    n_working = params.validation.n_folds * len(result.tv_scan.points)
-    assert calls.count(4) == n_working and set(calls) == {4, 12}
-    relative = result.metadata["tv_weight_relative"]
-    weighted = result.grid.to_map(result.raw_coefficients.data().as_numpy_array() *
-                                  kweight_factors(result, params))
-    final = tv.denoise(weighted, relative * parameter_choice.rms(weighted), tv_settings(params))
-    assert np.allclose(result.final_map, final, atol=1e-6 * np.abs(final).max())
-
-
-def kweight_factors(result, params) -> np.ndarray:
-    from meteor_cctbx import kweight
-
-    raw = result.raw_coefficients.data().as_numpy_array()
-    return kweight.kweights(raw, result.pair.sigma_delta, params.kweight.k_parameter)
-
-
 def test_tv_max_iterations_and_map_sampling_reach_the_solver_and_grid(small, f_model):
     from meteor_cctbx import kweight
 

@@ -268,7 +268,6 @@ CASES = {
         "validation.seed": (OPTIMIZE_BOTH, "7", "any"),
         "validation.n_bootstrap": (OPTIMIZE_BOTH, "20", "any"),
         "validation.n_folds": (OPTIMIZE_BOTH, "1", "any"),
-        "validation.tv_iterations": (OPTIMIZE_BOTH, "3", "any"),
         "validation.within_noise": (OPTIMIZE_BOTH, "best", "any"),
         "map.sampling": (D, "4", "map"),
         "output.prefix": (D, "other", "files"),
