@@ -276,8 +276,8 @@ def make_program(task: DatasetTask, log) -> ProgramTemplate:
     return program_class(data_manager, params, logger=log)
 
 
-# numba's workqueue threading layer (numba_threads.py) must not be entered by two threads at once: a
-# worker process started with several threads still runs one dataset at a time
+# numba's workqueue threading layer (numba_threads.py) must not be entered by two threads at
+# once: a worker process started with several threads still runs one dataset at a time
 _ONE_DATASET_AT_A_TIME = threading.Lock()
 
 

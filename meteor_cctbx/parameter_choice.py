@@ -10,10 +10,11 @@ units too (e/A^3 for data on the model's scale).
   negentropy of the denoised working maps is recorded beside it.  Maps denoised past the
   negentropy maximum until their negentropy collapses (a map flattened to almost nothing) are
   not candidates.  The two ends of the coarse scan (0.1 and 10 x rms by default, where no
-  change of the benchmark family had its optimum) are scored only when the scan needs them: when
-  the best point lies next to one, or when the scan's end point beside one is tied with the
-  best (a flat curve, whose tie must reach as far as before).  The scan points whose CC_free is within one paired bootstrap standard error
-  of the best are tied: the data cannot tell them apart.  Among them the weight is the one of
+  change of the benchmark family had its optimum) are scored only when the scan needs them:
+  when the best point lies next to one, or when the scan's end point beside one is tied with
+  the best (a flat curve, whose tie must reach as far as before).  The scan points whose
+  CC_free is within one paired bootstrap standard error of the best are tied: the data cannot
+  tell them apart.  Among them the weight is the one of
   highest negentropy of the full map (refined between the smallest and largest tied weight):
   on weak changes the optimum is sharp (a 15 % change of weight can cost 0.1 in CC with the
   truth) and lies where TV just removes the noise, which is where negentropy peaks, while
