@@ -17,6 +17,7 @@ import numpy as np
 from meteor_cctbx import numba_threads  # noqa: F401  (before any kernel runs)
 
 BLOCK = 1 << 16  # voxels per block of the parallel sums
+MAX_HISTOGRAM_CELLS = 1 << 22  # bins x blocks of linear_histogram's partial histograms (32 MB)
 
 
 def _flat(values: np.ndarray) -> np.ndarray:
@@ -88,14 +89,14 @@ def affine(values: np.ndarray, offset: float, scale: float, add: float = 0.0,
 
 @numba.njit(parallel=True, cache=True)
 def _block_linear_histograms(flat: np.ndarray, lowest: np.float32, inverse_width: np.float32,
-                             size: int) -> np.ndarray:
-    n_blocks = (flat.size + BLOCK - 1) // BLOCK
+                             size: int, block_size: int) -> np.ndarray:
+    n_blocks = (flat.size + block_size - 1) // block_size
     histograms = np.zeros((n_blocks, size))
     for block in numba.prange(n_blocks):
         # a local histogram per block: numba would take "+=" on the shared array for a
         # reduction across threads (and count every value once per thread)
         counts = np.zeros(size)
-        for i in range(block * BLOCK, min(flat.size, (block + 1) * BLOCK)):
+        for i in range(block * block_size, min(flat.size, (block + 1) * block_size)):
             position = (flat[i] - lowest) * inverse_width
             index = int(position)
             upper_share = np.float64(position - np.float32(index))
@@ -112,5 +113,8 @@ def linear_histogram(values: np.ndarray, lowest: float, bin_width: float) -> np.
     inverse_width = np.float32(1.0 / bin_width)
     highest = float(flat.max())
     size = int((np.float32(highest) - np.float32(lowest)) * inverse_width) + 2
-    blocks = _block_linear_histograms(flat, np.float32(lowest), inverse_width, size)
+    # longer blocks when there are many bins (a map with a far outlier), so that the block
+    # histograms stay within MAX_HISTOGRAM_CELLS; the blocks depend on the data, not threads
+    block_size = max(BLOCK, -(-flat.size * size // MAX_HISTOGRAM_CELLS))
+    blocks = _block_linear_histograms(flat, np.float32(lowest), inverse_width, size, block_size)
     return blocks.sum(axis=0)  # numpy sums the blocks in order for each bin

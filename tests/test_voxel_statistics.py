@@ -56,6 +56,29 @@ def test_linear_histogram_shares_each_value_between_its_two_bins(skewed_map):
         position.astype(np.float64).sum(), rel=1e-9)
 
 
+def test_histogram_of_a_map_with_a_far_outlier_stays_small(skewed_map, monkeypatch):
+    """Many bins (one value far out) give longer blocks, not a huge blocks x bins array; the
+    histogram is the same."""
+    width = 0.001
+    values = skewed_map.ravel().copy()
+    values[17] = 1e3
+    reference = voxel_statistics.linear_histogram(values, float(values.min()), width)
+    monkeypatch.setattr(voxel_statistics, "MAX_HISTOGRAM_CELLS", 2 * reference.size)
+    allocated = []
+    original = voxel_statistics._block_linear_histograms
+
+    def recording(*args):
+        result = original(*args)
+        allocated.append(result.size)
+        return result
+
+    monkeypatch.setattr(voxel_statistics, "_block_linear_histograms", recording)
+    counts = voxel_statistics.linear_histogram(values, float(values.min()), width)
+    assert allocated[0] <= 2 * reference.size < 4 * reference.size  # 4 blocks otherwise
+    assert np.allclose(counts, reference, rtol=1e-12, atol=1e-9)
+    assert counts.sum() == pytest.approx(values.size, rel=1e-12)
+
+
 def test_affine_copy_and_in_place(skewed_map):
     expected = (skewed_map.astype(np.float64) - 40.0) * 0.5 + 3.0
     copy = voxel_statistics.affine(skewed_map, 40.0, 0.5, 3.0)
