@@ -3,7 +3,7 @@ truth, a brute-force oracle of the TV weight, meteor-maps and cctbx's Fo-Fo maps
 
     python benchmarks/bench_family.py [--d-min 1.8] [--changes compact spread]
         [--occupancies 0.1 0.2 0.4 1.0] [--noise 1 2] [--meteor-maps] [--no-cctbx]
-        [--no-phaseboost] [--no-diffmap] [--oracle-points 21]
+        [--no-phaseboost] [--no-diffmap] [--oracle-points 21] [--set KEY=VALUE ...]
 
 Cases come from ``meteor_cctbx.family`` (8a6g: the chromophore-free model as native, the
 chromophore as ligand, compact or spread change, occupancy q, noise drawn from the real
@@ -21,6 +21,11 @@ F_der - F_nat.  Per case the rows are:
   difference), and ``phaseboost negentropy`` (meteor-maps' loop rule, ``--pb-negentropy``);
 * ``meteor-maps diffmap / phaseboost`` (``--meteor-maps``; run as subprocesses from their own
   venv, see reference_tools.py) and cctbx ``fobs_minus_fobs_map`` plain and multiscale.
+
+``--set key=value`` (repeatable) runs our programs with that PHIL parameter instead of its
+default, the oracles with the same TV settings: an alternative is measured on the whole family
+with the same rows (e.g. ``--set tv.max_iterations=100``; a phaseboost-only key such as
+``phaseboost.loop_weight_scale`` needs ``--no-diffmap``).
 
 Our programs run in-process through the library API (the same code the command line runs);
 everything written goes under benchmarks/_work/family/.  The summary lines compare the
@@ -50,7 +55,6 @@ from meteor_cctbx.map_metrics import map_correlation  # noqa: E402
 from meteor_cctbx.maximize import maximize_scalar  # noqa: E402
 from meteor_cctbx.model_phases import model_structure_factors  # noqa: E402
 from meteor_cctbx.phaseboost import compute_phaseboost  # noqa: E402
-from meteor_cctbx.phil import default_params  # noqa: E402
 from meteor_cctbx.reflections import read_miller_arrays  # noqa: E402
 
 OUT_DIR = reference_tools.WORK_DIR / "family"
@@ -90,8 +94,19 @@ def oracle(coefficients: np.ndarray, scorer: Scorer, settings, points: int
     return scan.best.score, scan.best.parameter
 
 
-def with_criterion(program: str, criterion: str):
-    params = default_params(program)
+def program_params(program: str, overrides: list[str]):
+    """The PHIL extract of ``program`` with ``overrides`` (key=value, as on the command line)
+    applied; unknown keys are an error."""
+    from meteor_cctbx.phil import master_phil
+
+    master = master_phil(program)
+    interpreter = master.command_line_argument_interpreter(assume_when_ambiguous=False)
+    sources = [interpreter.process_arg(arg=item) for item in overrides]
+    return master.fetch(sources=sources).extract() if sources else master.extract()
+
+
+def with_criterion(program: str, criterion: str, overrides: list[str] = ()):
+    params = program_params(program, list(overrides))
     params.tv.criterion = params.kweight.criterion = criterion
     if program == "phaseboost":
         params.phaseboost.tv_criterion = criterion
@@ -101,8 +116,9 @@ def with_criterion(program: str, criterion: str):
 def run_ours(case, f_model, args) -> dict:
     rows = {}
     if args.diffmap:
+        params = program_params("diffmap", args.set)
         start = time.perf_counter()
-        result = compute_diffmap(case.derivative, case.native, f_model)
+        result = compute_diffmap(case.derivative, case.native, f_model, params)
         seconds = time.perf_counter() - start
         scorer = Scorer(result.grid, case.true_difference)
         raw = result.raw_coefficients.data().as_numpy_array()
@@ -114,15 +130,16 @@ def run_ours(case, f_model, args) -> dict:
                                            result.metadata["tv_weight_relative"], seconds)
         start = time.perf_counter()
         negentropy = compute_diffmap(case.derivative, case.native, f_model,
-                                     with_criterion("diffmap", "negentropy"))
+                                     with_criterion("diffmap", "negentropy", args.set))
         rows["TV negentropy"] = (scorer.cc(negentropy.final_map),
                                  negentropy.metadata["tv_weight_relative"],
                                  time.perf_counter() - start)
-        rows["oracle (best fixed TV weight)"] = oracle(weighted, scorer, tv_settings(
-            default_params("diffmap")), args.oracle_points) + (None,)
+        rows["oracle (best fixed TV weight)"] = oracle(weighted, scorer, tv_settings(params),
+                                                       args.oracle_points) + (None,)
     if args.phaseboost:
+        params = program_params("phaseboost", args.set)
         start = time.perf_counter()
-        boost = compute_phaseboost(case.derivative, case.native, f_model)
+        boost = compute_phaseboost(case.derivative, case.native, f_model, params)
         scorer = Scorer(boost.grid, case.true_difference)
         sigma_delta = boost.pair.sigma_delta
         rows["phaseboost (default)"] = (scorer.cc(boost.final_map),
@@ -132,13 +149,13 @@ def run_ours(case, f_model, args) -> dict:
                      - boost.pair.native.data().as_numpy_array() * boost.pair.unit_phases)
         retrieved = retrieved * kweight.kweights(retrieved, sigma_delta,
                                                  boost.k_parameter or 0.0)
-        rows["phaseboost oracle"] = oracle(retrieved, scorer, tv_settings(
-            default_params("phaseboost")), args.oracle_points) + (None,)
+        rows["phaseboost oracle"] = oracle(retrieved, scorer, tv_settings(params),
+                                           args.oracle_points) + (None,)
         rows["phaseboost iterations"] = (float(len(boost.iterations)), None, None)
         if args.pb_negentropy:
             start = time.perf_counter()
             old = compute_phaseboost(case.derivative, case.native, f_model,
-                                     with_criterion("phaseboost", "negentropy"))
+                                     with_criterion("phaseboost", "negentropy", args.set))
             rows["phaseboost negentropy"] = (scorer.cc(old.final_map), None,
                                              time.perf_counter() - start)
     return rows
@@ -183,6 +200,10 @@ def main(argv=None) -> int:
                         help="only the phaseboost rows (and the anchors)")
     parser.add_argument("--pb-negentropy", action="store_true")
     parser.add_argument("--oracle-points", type=int, default=13)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a PHIL parameter of our programs for every run of them (and the "
+                             "oracles' TV settings), e.g. tv.max_iterations=100; repeatable; "
+                             "a key the program lacks is an error")
     parser.add_argument("--data-dir", type=Path, default=reference_tools.DATA_8A6G)
     parser.add_argument("--out-dir", type=Path, default=OUT_DIR)
     args = parser.parse_args(argv)
@@ -192,6 +213,11 @@ def main(argv=None) -> int:
     if args.meteor_maps and reference_tools.ensure_meteor_venv() is None:
         print("meteor-maps could not be installed: running without it.")
         args.meteor_maps = False
+    for program, runs in (("diffmap", args.diffmap), ("phaseboost", args.phaseboost)):
+        if runs:
+            program_params(program, args.set)  # unknown keys fail here, before any case
+    if args.set:
+        print(f"our programs run with {' '.join(args.set)} (the '(default)' rows below)")
     source = family.source_8a6g(args.data_dir, d_min=args.d_min)
     model = mmtbx.model.manager(model_input=iotbx.pdb.input(
         source_info=None, lines=source.phasing_model_pdb.splitlines()))
