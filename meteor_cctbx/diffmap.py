@@ -22,7 +22,7 @@ from libtbx.utils import Sorry, null_out
 
 from meteor_cctbx import kweight, parameter_choice, tv
 from meteor_cctbx.grid import CellGrid
-from meteor_cctbx.maximize import ScanPoint, ScanResult, scan_point_logger
+from meteor_cctbx.maximize import ScanResult, scan_point_logger
 from meteor_cctbx.negentropy import negentropy
 from meteor_cctbx.phil import choice, default_params
 from meteor_cctbx.reflections import fmt_cell, max_cell_difference

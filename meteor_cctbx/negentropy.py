@@ -28,13 +28,13 @@ def standardized_entropy(values: np.ndarray) -> float:
     n = flat.size
     if n < 2:
         raise ValueError("negentropy needs at least two values")
-    _, std, lowest, _ = voxel_statistics.moments(flat)
+    _, std, lowest, highest = voxel_statistics.moments(flat)
     if not math.isfinite(std):
         raise ValueError("map contains NaN or infinite values")
     if std == 0.0:
         return -math.inf
     bin_width = 3.49 * n ** (-1.0 / 3.0)  # in units of sigma
-    counts = voxel_statistics.linear_histogram(flat, lowest, std * bin_width)
+    counts = voxel_statistics.linear_histogram(flat, lowest, std * bin_width, highest)
     p = counts[counts > 0] / n
     return float(-(p * np.log(p)).sum() + math.log(bin_width))
 

@@ -34,7 +34,7 @@ from __future__ import annotations
 import math
 import threading
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Hashable
 
 import numpy as np
 
@@ -117,10 +117,8 @@ def choose_tv_weight(coefficients: np.ndarray, grid: CellGrid, settings: tv.TvSe
     working_rms = [rms(working_map) for working_map in working_maps]
 
     def validated(relative: float) -> tuple[float, dict]:
-        denoised = [tv.denoise(working_map, relative * scale, settings)
-                    for working_map, scale in zip(working_maps, working_rms)]
-        return (scorer.score(relative, denoised),
-                {"negentropy": float(np.mean([negentropy(m) for m in denoised]))})
+        return score_working_maps(scorer, relative, working_maps, working_rms, relative,
+                                  settings)
 
     scan = maximize_scalar(validated, lower, upper, name="tv_weight_relative",
                            n_coarse=n_coarse, log_scale=True, tolerance=tolerance,
@@ -162,6 +160,17 @@ def choose_tv_weight(coefficients: np.ndarray, grid: CellGrid, settings: tv.TvSe
         denoised = tv.denoise(full_map, relative * full_rms, settings)
     return TvChoice(relative, relative * full_rms, criterion, scan, denoised, determined,
                     error, refinement, (lowest, highest))
+
+
+def score_working_maps(scorer: FreeScorer, key: Hashable, working_maps: list[np.ndarray],
+                       working_rms: list[float], relative_weight: float,
+                       settings: tv.TvSettings) -> tuple[float, dict]:
+    """CC_free (recorded under ``key``) of the folds' working maps, each denoised at
+    ``relative_weight`` x its rms, and the mean negentropy of the denoised maps."""
+    denoised = [tv.denoise(working_map, relative_weight * scale, settings)
+                for working_map, scale in zip(working_maps, working_rms)]
+    return (scorer.score(key, denoised),
+            {"negentropy": float(np.mean([negentropy(m) for m in denoised]))})
 
 
 def tie(scan: ScanResult, scorer: FreeScorer
@@ -250,11 +259,10 @@ def choose_k(raw: np.ndarray, sigma_delta: np.ndarray, grid: CellGrid, k_max: fl
         if k == 0.0 and known:
             scorer.predictions[("k", k)] = scorer.predictions[known[0].parameter]
             return known[0].score, dict(known[0].others)
-        denoised = [tv.denoise(working_map, tv_relative_weight * rms(working_map), settings)
-                    for working_map in scorer.working_maps(
-                        raw * kweight.kweights(raw, sigma_delta, k))]
-        return (scorer.score(("k", k), denoised),
-                {"negentropy": float(np.mean([negentropy(m) for m in denoised]))})
+        working_maps = scorer.working_maps(raw * kweight.kweights(raw, sigma_delta, k))
+        return score_working_maps(scorer, ("k", k), working_maps,
+                                  [rms(working_map) for working_map in working_maps],
+                                  tv_relative_weight, settings)
 
     scan = maximize_scalar(validated, 0.0, k_max, name="k_parameter", n_coarse=K_SCAN_POINTS,
                            tolerance=K_TOLERANCE_FRACTION * k_max, report=report)

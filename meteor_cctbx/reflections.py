@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from cctbx import miller
+from cctbx import crystal, miller
 from cctbx.array_family import flex
 from libtbx.utils import Sorry, null_out
 
@@ -337,12 +337,12 @@ def mtz_dataset_names(path: str | os.PathLike, labels: Sequence[str] | str | Non
     if not is_mtz(path):
         return None
     wanted = normalise_labels(labels)[:1]
-    for crystal in iotbx.mtz.object(str(path)).crystals():
-        for dataset in crystal.datasets():
+    for mtz_crystal in iotbx.mtz.object(str(path)).crystals():
+        for dataset in mtz_crystal.datasets():
             columns = [c.label() for c in dataset.columns()]
             if [c for c in columns if c not in ("H", "K", "L")] and (
                     not wanted or wanted[0] in columns):
-                return (crystal.project_name(), crystal.name(), dataset.name(),
+                return (mtz_crystal.project_name(), mtz_crystal.name(), dataset.name(),
                         dataset.wavelength())
     return None
 

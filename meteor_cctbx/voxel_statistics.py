@@ -81,9 +81,10 @@ def affine(values: np.ndarray, offset: float, scale: float, add: float = 0.0,
     if in_place and not np.shares_memory(flat, values):
         raise ValueError("in-place rescaling needs a C-contiguous float32 array")
     out = flat if in_place else np.empty_like(flat)
-    # (v - offset) * scale + add == (v - (offset - add / scale)) * scale
-    shifted = offset - add / scale if scale != 0 else offset
-    _affine(flat, np.float32(shifted), np.float32(scale), out)
+    if scale == 0:
+        out.fill(add)
+    else:  # (v - offset) * scale + add == (v - (offset - add / scale)) * scale
+        _affine(flat, np.float32(offset - add / scale), np.float32(scale), out)
     return out.reshape(np.shape(values))
 
 
@@ -106,12 +107,14 @@ def _block_linear_histograms(flat: np.ndarray, lowest: np.float32, inverse_width
     return histograms
 
 
-def linear_histogram(values: np.ndarray, lowest: float, bin_width: float) -> np.ndarray:
+def linear_histogram(values: np.ndarray, lowest: float, bin_width: float,
+                     highest: float | None = None) -> np.ndarray:
     """Linearly binned histogram: each value shares its unit weight between the two bin
-    centres around it (bin j centred at lowest + j * bin_width; ``lowest`` <= every value)."""
+    centres around it (bin j centred at lowest + j * bin_width; ``lowest`` <= every value;
+    ``highest``, the largest value, when the caller has it already)."""
     flat = _flat(values).astype(np.float32, copy=False)
     inverse_width = np.float32(1.0 / bin_width)
-    highest = float(flat.max())
+    highest = float(flat.max()) if highest is None else highest
     size = int((np.float32(highest) - np.float32(lowest)) * inverse_width) + 2
     # longer blocks when there are many bins (a map with a far outlier), so that the block
     # histograms stay within MAX_HISTOGRAM_CELLS; the blocks depend on the data, not threads

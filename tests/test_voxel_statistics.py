@@ -97,3 +97,8 @@ def test_kernels_run_on_the_safe_threading_layer(skewed_map):
     layer applied an in-place rescaling twice here."""
     voxel_statistics.moments(skewed_map)
     assert numba.threading_layer() == "workqueue"
+
+
+def test_affine_with_zero_scale_is_the_added_constant(skewed_map):
+    assert np.array_equal(voxel_statistics.affine(skewed_map, 40.0, 0.0, 3.0),
+                          np.full(skewed_map.shape, 3.0, np.float32))
