@@ -82,16 +82,16 @@ def maximize_scalar(score: Callable[[float], float | tuple[float, dict]], lower:
                     upper: float, *,
                     name: str = "parameter", n_coarse: int = 9, log_scale: bool = False,
                     tolerance: float = 0.01, max_rounds: int = 20,
-                    extra_points: Sequence[float] = (), lazy_ends: bool = False,
+                    extra_points: Sequence[float] = (), lazy_ends: Sequence[str] = (),
                     report: Callable[[ScanPoint], None] | None = None) -> ScanResult:
     """Maximise ``score(x)`` for x in [lower, upper].
 
     ``score`` returns the score, or (score, other criteria) to be recorded with the point.
     ``tolerance`` is the final bracket width in the search variable (x, or log10 x with
     ``log_scale``).  ``extra_points`` are evaluated with the coarse scan (e.g. x = 0 on a log
-    scale).  With ``lazy_ends`` (and at least 5 coarse points) the two end points of the coarse
-    scan are evaluated only when the best point is next to one of them, which the bracket then
-    needs; those left out are listed in the result's ``skipped``.  ``report`` is called with
+    scale).  The ends of the coarse scan named in ``lazy_ends`` ("lower", "upper") are evaluated
+    only when the best point is next to them, which the bracket then needs (the scan keeps at
+    least two other coarse points); those left out are listed in the result's ``skipped``.  ``report`` is called with
     every new point (progress logging).
     """
     if not lower < upper:
@@ -122,10 +122,15 @@ def maximize_scalar(score: Callable[[float], float | tuple[float, dict]], lower:
     for x in outside:
         record(evaluate_point(score, x))
     coarse = [round(u, 12) for u in np.linspace(lo, hi, n_coarse)]
-    ends = [coarse[0], coarse[-1]] if lazy_ends and n_coarse >= 5 else []
+    unknown = set(lazy_ends) - {"lower", "upper"}
+    if unknown:
+        raise ValueError(f"{name}: lazy_ends takes 'lower' and 'upper', not {sorted(unknown)}")
+    lazy = {end: (coarse[0], coarse[1]) if end == "lower" else (coarse[-1], coarse[-2])
+            for end in lazy_ends} if n_coarse >= 2 + len(set(lazy_ends)) else {}
+    ends = [end for end, _ in lazy.values()]
     evaluate([u for u in coarse if u not in ends] +
              [math.log10(x) if log_scale else x for x in extra_points if x not in outside])
-    for end, inner in ((ends[0], coarse[1]), (ends[-1], coarse[-2])) if ends else ():
+    for end, inner in lazy.values():
         if best_position() == inner:
             evaluate([end])
     result.skipped = [to_x(u) for u in ends if u not in scores]

@@ -44,7 +44,7 @@ from meteor_cctbx.maximize import ScanPoint, ScanResult, evaluate_point, maximiz
 from meteor_cctbx.negentropy import negentropy
 from meteor_cctbx.validation import FreeScorer
 
-K_SCAN_POINTS = 3            # k = 0, k_max/2, k_max, then bracket refinement
+K_SCAN_POINTS = 3  # k = 0, k_max/2 (k_max only when k_max/2 is the better), then refinement
 K_TOLERANCE_FRACTION = 0.25  # final k bracket, as a fraction of k_max
 K_MIN_GAIN = 0.001  # a CC_free gain below this is of no consequence: k = 0, the simplest
 REFINE_HALF_WIDTH = 0.3      # decades around the first TV weight when k changed it
@@ -122,7 +122,7 @@ def choose_tv_weight(coefficients: np.ndarray, grid: CellGrid, settings: tv.TvSe
 
     scan = maximize_scalar(validated, lower, upper, name="tv_weight_relative",
                            n_coarse=n_coarse, log_scale=True, tolerance=tolerance,
-                           lazy_ends=True, report=report)
+                           lazy_ends=("lower", "upper"), report=report)
     best = best_uncollapsed(scan)
     if best is not scan.best:  # the maximum lay on collapsed maps: search again below them
         collapsed = min(p.parameter for p in scan.points
@@ -244,7 +244,9 @@ def choose_k(raw: np.ndarray, sigma_delta: np.ndarray, grid: CellGrid, k_max: fl
     ``validation`` scores each k-weighted map after TV at ``tv_relative_weight`` by CC_free;
     ``negentropy`` scores the k-weighted map itself (before TV).  k = 0 is the point of
     ``tv_scan`` (a validation scan of the k = 0 map by the same ``scorer``) at that weight when
-    it has one: the same maps, not denoised again.
+    it has one: the same maps, not denoised again.  k_max is scored only when k_max/2 scores
+    better than k = 0 (a lazy end: the curve falls with k on every case of the benchmark
+    family, and k_max could then only be chosen by a curve that rises again).
     """
     if criterion == "negentropy":
         scan = kweight.optimize_k(raw, sigma_delta, grid, k_max=k_max, report=report)
@@ -265,7 +267,8 @@ def choose_k(raw: np.ndarray, sigma_delta: np.ndarray, grid: CellGrid, k_max: fl
                                   tv_relative_weight, settings)
 
     scan = maximize_scalar(validated, 0.0, k_max, name="k_parameter", n_coarse=K_SCAN_POINTS,
-                           tolerance=K_TOLERANCE_FRACTION * k_max, report=report)
+                           tolerance=K_TOLERANCE_FRACTION * k_max, lazy_ends=("upper",),
+                           report=report)
     best = scan.best
     if best.parameter == 0.0:
         return KChoice(0.0, criterion, scan, determined=True)

@@ -68,7 +68,7 @@ def test_lazy_ends_are_scored_only_beside_the_best(optimum, scored_end):
         return -(math.log10(x) - math.log10(optimum)) ** 2
 
     lazy = maximize_scalar(score, 1e-3, 1.0, log_scale=True, n_coarse=5, tolerance=0.02,
-                           lazy_ends=True)
+                           lazy_ends=("lower", "upper"))
     full = maximize_scalar(score, 1e-3, 1.0, log_scale=True, n_coarse=5, tolerance=0.02)
     scored = {p.parameter for p in lazy.points}
     ends = {1e-3, 1.0}
@@ -76,6 +76,23 @@ def test_lazy_ends_are_scored_only_beside_the_best(optimum, scored_end):
     assert scored & ends == ({scored_end} if scored_end else set())
     assert lazy.best.parameter == pytest.approx(full.best.parameter)
     assert lazy.best.parameter == pytest.approx(optimum, rel=0.05)
+
+
+@pytest.mark.parametrize("optimum, upper_scored", [(0.0, False), (0.2, False), (0.9, True)])
+def test_lazy_upper_end_of_a_three_point_scan(optimum, upper_scored):
+    """The k scan's shape: 0, 1/2 and 1 with only the upper end lazy; 1 is scored only when
+    1/2 beats 0, and the maximum is the full scan's."""
+    def score(x):
+        return -(x - optimum) ** 2
+
+    lazy = maximize_scalar(score, 0.0, 1.0, n_coarse=3, tolerance=0.25, lazy_ends=("upper",))
+    full = maximize_scalar(score, 0.0, 1.0, n_coarse=3, tolerance=0.25)
+    scored = {p.parameter for p in lazy.points}
+    assert 0.0 in scored and 0.5 in scored
+    assert (1.0 in scored) == upper_scored and (lazy.skipped == [1.0]) != upper_scored
+    assert lazy.best.parameter == full.best.parameter
+    with pytest.raises(ValueError, match="lazy_ends"):
+        maximize_scalar(score, 0.0, 1.0, n_coarse=3, lazy_ends=("top",))
 
 
 def test_parabola_vertex():

@@ -50,14 +50,16 @@ def explain_unrecognised_arguments(parser) -> None:
 class MeteorParser(CCTBXParser):
     """iotbx's parser with parameter errors reported as one sentence naming the parameter,
     without the output parameters of libtbx's ProgramTemplate that our programs do not use,
-    and with help text in ``--show-defaults`` (an editable, documented .eff)."""
+    with reflection files converted once per process (see data_manager_state) and with help text in ``--show-defaults`` (an editable, documented .eff)."""
 
     def __init__(self, program_class, *args, **kwargs):
-        from meteor_cctbx.data_manager_state import forget_repeated_child_datatypes
+        from meteor_cctbx.data_manager_state import (convert_reflection_files_once,
+                                                     forget_repeated_child_datatypes)
         from meteor_cctbx.phil import remove_unused_template_output
 
         super().__init__(program_class, *args, **kwargs)  # creates the DataManager
         forget_repeated_child_datatypes()
+        convert_reflection_files_once(self.data_manager)
         remove_unused_template_output(self.master_phil)
         heading = "\n\nPHIL arguments:\n"
         if heading in self.description:  # --help lists the parameters that remain

@@ -9,6 +9,7 @@ import iotbx.phil
 from libtbx.program_template import ProgramTemplate
 from libtbx.utils import Sorry
 
+from meteor_cctbx.data_manager_state import SKIP_MERGE
 from meteor_cctbx.batch import (BATCH_ROW, PROGRAMS, BatchSetup, Dataset, dataset_names,
                                 expand_derivatives, program_master_phil, quoted, run_batch)
 from meteor_cctbx.batch_summary import previous_record, write_summary
@@ -64,6 +65,7 @@ Usage:
 """
     program_name = "meteor.batch"
     datatypes = ["model", "miller_array", "phil"]
+    data_manager_options = [SKIP_MERGE]  # the data are read by reflections.read_miller_arrays
     master_phil_str = batch_master_phil_str()
 
     def set_target_output_format(self) -> None:

@@ -12,6 +12,7 @@ from libtbx.program_template import ProgramTemplate
 from libtbx.utils import Sorry
 
 from meteor_cctbx import kweight, reflections
+from meteor_cctbx.data_manager_state import SKIP_MERGE
 from meteor_cctbx.difference_inputs import (DifferenceInputs, NativeSide,
                                             load_difference_inputs, resolve_files)
 from meteor_cctbx.phil import refuse_unused_template_output
@@ -88,6 +89,7 @@ class DifferenceProgram(ProgramTemplate):
     """ProgramTemplate base of the difference-map programs; subclasses implement compute()."""
 
     datatypes = ["model", "miller_array", "phil"]
+    data_manager_options = [SKIP_MERGE]  # the data are read by reflections.read_miller_arrays
     program_name = "meteor"
     native_side: NativeSide | None = None  # set by meteor.batch: the native read beforehand
 
