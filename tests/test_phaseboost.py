@@ -101,3 +101,27 @@ def test_program_writes_retrieved_derivative_and_iterations(example, in_tmp, cap
     assert {"tv_weight", "negentropy", "phase_change", "seconds"} <= set(iterations[0])
     assert record["parameters"]["phaseboost.tv_weights_to_scan"] == [0.001, 0.01, 0.1]
     assert (in_tmp / "meteor_phaseboost.png").exists()
+
+
+def test_final_weight_is_the_initial_maps_in_map_units(example, example_f_model):
+    """The retrieved map is denoised at the initial map's TV weight in map units (within its
+    tie, in map units), not at the same multiple of its own rms: a retrieved difference with
+    the initial one's noise and twice its signal is not smoothed twice as hard."""
+    from libtbx.utils import null_out
+
+    from meteor_cctbx.diffmap import enhance, scale_and_grid
+    from meteor_cctbx.phaseboost import enhance_as_initial
+
+    params = default_params("phaseboost")
+    pair, grid = scale_and_grid(example.pair.derivative, example.pair.native,
+                                example_f_model, params, null_out())
+    initial = pair.delta_f * pair.unit_phases
+    first = enhance(initial, pair.sigma_delta, grid, params, null_out())
+    initial_rms = first.tv_weight / first.tv_relative_weight
+    true = example.pair.true_difference.common_set(pair.derivative).data().as_numpy_array()
+    stronger = initial + true  # more signal, the same noise: a larger rms
+    final = enhance_as_initial(first, stronger, pair.sigma_delta, grid, params, null_out())
+    lowest, highest = first.criteria["tv_tied_range"]
+    assert lowest * initial_rms * 0.999 <= final.tv_weight <= highest * initial_rms * 1.001
+    stronger_rms = final.tv_weight / final.tv_relative_weight
+    assert stronger_rms > 1.2 * initial_rms  # the same relative weight would be that larger
