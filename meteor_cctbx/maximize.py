@@ -91,8 +91,8 @@ def maximize_scalar(score: Callable[[float], float | tuple[float, dict]], lower:
     ``log_scale``).  ``extra_points`` are evaluated with the coarse scan (e.g. x = 0 on a log
     scale).  The ends of the coarse scan named in ``lazy_ends`` ("lower", "upper") are evaluated
     only when the best point is next to them, which the bracket then needs (the scan keeps at
-    least two other coarse points); those left out are listed in the result's ``skipped``.  ``report`` is called with
-    every new point (progress logging).
+    least two other coarse points); those left out are listed in the result's ``skipped``.
+    ``report`` is called with every new point (progress logging).
     """
     if not lower < upper:
         raise ValueError(f"{name}: empty search interval [{lower}, {upper}]")

@@ -50,7 +50,8 @@ def explain_unrecognised_arguments(parser) -> None:
 class MeteorParser(CCTBXParser):
     """iotbx's parser with parameter errors reported as one sentence naming the parameter,
     without the output parameters of libtbx's ProgramTemplate that our programs do not use,
-    with reflection files converted once per process (see data_manager_state) and with help text in ``--show-defaults`` (an editable, documented .eff)."""
+    with reflection files converted once per process (see data_manager_state) and with help
+    text in ``--show-defaults`` (an editable, documented .eff)."""
 
     def __init__(self, program_class, *args, **kwargs):
         from meteor_cctbx.data_manager_state import (convert_reflection_files_once,
