@@ -2,14 +2,15 @@
 
     python benchmarks/bench_extrapolate.py [--d-min 2.0] [--changes compact spread]
         [--occupancies 0.1 0.2 0.4 1.0] [--noise 1 2] [--n-bootstrap 100]
+        [--difference diffmap|phaseboost|raw]
 
 Run it with a Python that has cctbx and this package.  It writes
 ``benchmarks/_work/extrapolate/summary.json`` (git-ignored) and prints one table.  The full
 family (2 changes x 4 occupancies x 2 noise levels, 8a6g at 2.0 A) takes about 3 minutes on
 2 cores.
 
-For every case, with default parameters (difference = diffmap, occupancy = auto), through the
-library API that the program calls (compute_extrapolation):
+For every case, with default parameters (difference = diffmap unless ``--difference``,
+occupancy = auto), through the library API that the program calls (compute_extrapolation):
 
 * the blind occupancy (the default estimator and each estimator), its 95 % bootstrap
   interval, and whether the interval covers the true occupancy q;
@@ -137,6 +138,9 @@ def main(argv=None) -> int:
     parser.add_argument("--noise", nargs="+", type=float, default=[1.0, 2.0])
     parser.add_argument("--n-bootstrap", type=int, default=100)
     parser.add_argument("--estimator", default="combined")
+    parser.add_argument("--difference", choices=("diffmap", "phaseboost", "raw"),
+                        default="diffmap", help="extrapolate.difference: which dF is "
+                        "extrapolated (the raw-dF comparison column stays raw)")
     args = parser.parse_args(argv)
     if not (DATA / "scaled-test-data.mtz").exists():
         print(f"8a6g data not found at {DATA}", file=sys.stderr)
@@ -144,6 +148,7 @@ def main(argv=None) -> int:
     params = default_params("extrapolate")
     params.extrapolate.n_bootstrap = args.n_bootstrap
     params.extrapolate.estimator = args.estimator
+    params.extrapolate.difference = args.difference
     source = source_8a6g(DATA, d_min=args.d_min)
     rows = []
     for change in args.changes:
