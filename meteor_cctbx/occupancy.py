@@ -285,7 +285,8 @@ def estimate_occupancy(native: np.ndarray, model: np.ndarray, difference: np.nda
     estimators = {name: summarise(name, point[name], counts[name], replicates[name], **checks)
                   for name in BASE_ESTIMATORS}
     estimators["combined"] = combined(estimators, checks)
-    settings = {"noise_rms": noise_rms, "noise_cut": noise_cut, "threshold_rms": threshold, "peak_fraction": peak_fraction,
-                "n_bootstrap": n_bootstrap, "confidence": confidence, "min_peaks": min_peaks, "min_z": min_z,
-                "seed": seed, "occupancy_range": [low, high]}
+    settings = {"noise_rms": noise_rms, "noise_cut": noise_cut, "threshold_rms": threshold,
+                "peak_fraction": peak_fraction, "n_bootstrap": n_bootstrap,
+                "confidence": confidence, "min_peaks": min_peaks, "min_z": min_z, "seed": seed,
+                "occupancy_range": [low, high]}
     return OccupancyEstimate(method, estimators, settings)
