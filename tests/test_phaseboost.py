@@ -125,3 +125,23 @@ def test_final_weight_is_the_initial_maps_in_map_units(example, example_f_model)
     assert lowest * initial_rms * 0.999 <= final.tv_weight <= highest * initial_rms * 1.001
     stronger_rms = final.tv_weight / final.tv_relative_weight
     assert stronger_rms > 1.2 * initial_rms  # the same relative weight would be that larger
+
+
+def test_auto_loop_weight_scale_is_lighter_only_for_a_clear_change(example, example_f_model,
+                                                                 boosted):
+    from meteor_cctbx.phaseboost import STRONG_SIGNAL_LOOP_SCALE, auto_loop_weight_scale
+
+    assert auto_loop_weight_scale(0.2, 0.01) == STRONG_SIGNAL_LOOP_SCALE < 1
+    assert auto_loop_weight_scale(0.1, 0.01) == STRONG_SIGNAL_LOOP_SCALE  # 10 SE: clear
+    assert auto_loop_weight_scale(0.05, 0.01) == 1.0  # near the noise floor
+    assert auto_loop_weight_scale(None, None) == auto_loop_weight_scale(0.2, 0.0) == 1.0
+    # the example's change is clear (CC_free ~17 SE): Auto takes 0.75 of the validated weight
+    assert boosted.metadata["loop_weight_scale"] == STRONG_SIGNAL_LOOP_SCALE
+    params = default_params("phaseboost")
+    params.phaseboost.loop_weight_scale = 1.0
+    params.phaseboost.max_iterations = 1
+    explicit = compute_phaseboost(example.pair.derivative, example.pair.native,
+                                  example_f_model, params)
+    assert explicit.metadata["loop_weight_scale"] == 1.0
+    assert boosted.metadata["loop_tv_weights"][0] == pytest.approx(
+        STRONG_SIGNAL_LOOP_SCALE * explicit.metadata["loop_tv_weights"][0], rel=1e-6)
