@@ -131,7 +131,7 @@ def auto_loop_weight_scale(cc_free: float | None, standard_error: float | None) 
     """loop_weight_scale=Auto: STRONG_SIGNAL_LOOP_SCALE when the initial map's best CC_free is
     at least STRONG_SIGNAL_Z standard errors, else 1.  Measured on the benchmark family (both
     resolutions): 0.75 raised phaseboost's CC with the truth on every spread change at
-    q >= 0.2 (+0.005 ... +0.013; those are 23-49 standard errors, 8-10 for q0.2 x2) and cost up
+    q >= 0.2 (+0.001 ... +0.013; those are 23-49 standard errors, 8-10 for q0.2 x2) and cost up
     to 0.025 on the weak compact ones (4-6 standard errors); between, within +-0.003."""
     if cc_free is None or not standard_error or standard_error <= 0:
         return 1.0
