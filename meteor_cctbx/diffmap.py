@@ -177,8 +177,9 @@ def search_tv(coefficients: np.ndarray, grid: CellGrid, params, raw: np.ndarray,
               f"{highest:.3g} x rms: the weight of highest negentropy there is "
               f"{chosen.relative_weight:.3g} x rms.", file=log)
     if not chosen.determined:
+        best = parameter_choice.best_uncollapsed(chosen.scan)  # the point tie() measured
         print(f"  Warning: no difference signal above noise in the held-out reflections (best "
-              f"CC_free {chosen.scan.best.score:.4f}, standard error "
+              f"CC_free {best.score:.4f}, standard error "
               f"{chosen.standard_error:.4f}): the TV weight is not determined by validation; "
               f"using the scan's highest negentropy, {chosen.relative_weight:.3g} x rms.",
               file=log)

@@ -155,19 +155,18 @@ def loop_tv_weights(initial_difference: np.ndarray, first: Enhancement | None, g
         validated = search_tv(initial_difference, grid, params, initial_difference, log)
         relative, scan, error = (validated.relative_weight, validated.scan,
                                  validated.standard_error)
-    scale = boost.loop_weight_scale
+    scale, why = boost.loop_weight_scale, ""
     if scale is None or scale is Auto:
-        cc_free = scan.best.score if scan is not None and error is not None else None
+        # the point whose CC_free the standard error belongs to (tie: the best uncollapsed)
+        cc_free = (parameter_choice.best_uncollapsed(scan).score
+                   if scan is not None and error else None)
         scale = auto_loop_weight_scale(cc_free, error)
-        reason = (f"the initial map's best CC_free {cc_free:.4f} is "
-                  f"{cc_free / error:.1f} standard errors" if cc_free is not None and error
-                  else "no validation of the initial map")
-        print(f"  Loop TV weight: validated on the initial difference map, times {scale:g} "
-              f"({reason}; {STRONG_SIGNAL_LOOP_SCALE:g} at {STRONG_SIGNAL_Z:g} or more).",
-              file=log)
-    else:
-        print(f"  Loop TV weight: validated on the initial difference map, times {scale:g}.",
-              file=log)
+        why = (f" (the initial map's best CC_free {cc_free:.4f} is {cc_free / error:.1f} "
+               f"standard errors" if cc_free is not None else
+               " (no validation of the initial map") + \
+            f"; {STRONG_SIGNAL_LOOP_SCALE:g} at {STRONG_SIGNAL_Z:g} or more)"
+    print(f"  Loop TV weight: validated on the initial difference map, times {scale:g}{why}.",
+          file=log)
     weight = relative * parameter_choice.rms(grid.to_map(initial_difference))
     return [weight * scale], scan, scale
 
