@@ -404,7 +404,12 @@ def write_panels_png(path: str | os.PathLike, panels: Sequence[Panel], title: st
     n = max(len(panels), 1)
     columns = min(n, 2)
     rows = -(-n // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(5.2 * columns, 3.9 * rows), squeeze=False)
+    width, height = 5.2 * columns, 3.9 * rows
+    fig, axes = plt.subplots(rows, columns, figsize=(width, height), squeeze=False)
+    # fixed margins in inches (room for tick labels, axis labels and a right-hand axis):
+    # matplotlib's tight_layout took a quarter of a second per figure
+    fig.subplots_adjust(left=0.8 / width, right=1 - 0.8 / width, bottom=0.55 / height,
+                        top=1 - (0.7 if title else 0.4) / height, wspace=0.45, hspace=0.45)
     for ax in axes.ravel()[n:]:
         ax.set_visible(False)
     for ax, panel in zip(axes.ravel(), panels):
@@ -439,7 +444,6 @@ def write_panels_png(path: str | os.PathLike, panels: Sequence[Panel], title: st
         ax.set_ylabel(panel.ylabel)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
