@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from meteor_cctbx.diffmap import complex_array  # noqa: E402
 from meteor_cctbx.extrapolate import OccupancyNotEstimated, compute_extrapolation  # noqa: E402
-from meteor_cctbx.family import make_case, source_8a6g  # noqa: E402
+from meteor_cctbx.family import SITES_8A6G, make_case, source_8a6g  # noqa: E402
 from meteor_cctbx.map_metrics import map_correlation, map_correlation_near  # noqa: E402
 from meteor_cctbx.model_phases import model_structure_factors  # noqa: E402
 from meteor_cctbx.phil import default_params  # noqa: E402
@@ -133,6 +133,9 @@ def print_table(rows: list[dict]) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--d-min", type=float, default=2.0)
+    parser.add_argument("--site", choices=sorted(SITES_8A6G), default="chromophore",
+                        help="where the change happens (meteor_cctbx.family.SITES_8A6G): the "
+                        "chromophore, or a second site (hold-out-like check of the defaults)")
     parser.add_argument("--changes", nargs="+", default=["compact", "spread"])
     parser.add_argument("--occupancies", nargs="+", type=float, default=[0.1, 0.2, 0.4, 1.0])
     parser.add_argument("--noise", nargs="+", type=float, default=[1.0, 2.0])
@@ -149,7 +152,7 @@ def main(argv=None) -> int:
     params.extrapolate.n_bootstrap = args.n_bootstrap
     params.extrapolate.estimator = args.estimator
     params.extrapolate.difference = args.difference
-    source = source_8a6g(DATA, d_min=args.d_min)
+    source = source_8a6g(DATA, d_min=args.d_min, site=args.site)
     rows = []
     for change in args.changes:
         for occupancy in args.occupancies:

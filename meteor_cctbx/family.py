@@ -6,8 +6,9 @@ F_der = (1 - q) F_nat + q F_minor (each state with its own flat bulk solvent), s
 difference is F_der - F_nat = q (F_minor - F_nat) and the extrapolated structure factors
 F_nat + (F_der - F_nat)/q are exactly F_minor.  Two kinds of change make the minor state:
 
-* ``compact``: a ligand (for 8a6g, the chromophore OHD A 68 with its alternate conformations)
-  bound in the native's pocket; waters closer than 2.2 A to it leave;
+* ``compact``: a ligand (for 8a6g, the chromophore OHD A 68 with its alternate conformations,
+  or the atoms of another site of ``SITES_8A6G``) bound in the native's pocket; waters closer
+  than 2.2 A to it leave;
 * ``spread``: the ligand plus the side chains within 4.5 A of it and one loop of six residues
   moved by 0.5-2 A (one rigid displacement per side chain or loop), and B-factors raised by
   30 % within 10 A of the ligand.
@@ -268,15 +269,29 @@ def source_from_models(name: str, native_input, ligand_input, ligand_selection: 
                           relative_sigmas, signal)
 
 
+SITES_8A6G = {
+    # the chromophore OHD A 68 (B ~19 A^2, below the model's median 24.5), taken out of the
+    # deposited model in 8a6g-chromophore-removed.pdb
+    "chromophore": "resname OHD",
+    # a second, independent site: the side chains of Phe 100 and Tyr 183 (15 atoms, B ~33 A^2,
+    # 11-14 A from the chromophore), taken out of the native model as if a fragment bound there
+    "phe100_tyr183": "(resseq 100 or resseq 183) and not (name N or name CA or name C or name O)",
+}
+
+
 def source_8a6g(data_dir: str | os.PathLike, d_min: float | None = 1.8, shake_rms: float = 0.3,
-                seed: int = 0) -> TwoStateSource:
-    """The 8a6g family: native = the chromophore-free model, ligand = the chromophore of
-    8a6g.pdb, reflections and sigma patterns of the real light (derivative) / dark (native)
-    data in scaled-test-data.mtz, cut at ``d_min``."""
+                seed: int = 0, site: str = "chromophore") -> TwoStateSource:
+    """The 8a6g family: reflections and sigma patterns of the real light (derivative) / dark
+    (native) data in scaled-test-data.mtz, cut at ``d_min``, and the ligand of ``site``
+    (``SITES_8A6G``): for the chromophore, native = the chromophore-free model and ligand = the
+    chromophore of 8a6g.pdb; for another site, the chromophore-free model without the site's
+    atoms is the native (and the phasing model), and those atoms are the ligand."""
     import iotbx.pdb
 
     from meteor_cctbx.reflections import load_amplitudes
 
+    if site not in SITES_8A6G:
+        raise ValueError(f"unknown 8a6g site {site!r}; expected one of {sorted(SITES_8A6G)}")
     data_dir = Path(data_dir)
     mtz = data_dir / "scaled-test-data.mtz"
     native = load_amplitudes(mtz, "F_off,SIGF_off", "Native")
@@ -286,9 +301,18 @@ def source_8a6g(data_dir: str | os.PathLike, d_min: float | None = 1.8, shake_rm
     native, derivative = native.common_sets(derivative)
     sigmas = {"native": relative_sigmas_of(native), "derivative": relative_sigmas_of(derivative)}
     tag = "8a6g" if d_min is None else f"8a6g_{d_min:g}A"
-    return source_from_models(tag,
-                              iotbx.pdb.input(str(data_dir / "8a6g-chromophore-removed.pdb")),
-                              iotbx.pdb.input(str(data_dir / "8a6g.pdb")), "resname OHD",
+    free_model = iotbx.pdb.input(str(data_dir / "8a6g-chromophore-removed.pdb"))
+    if site == "chromophore":
+        native_input, ligand_input = free_model, iotbx.pdb.input(str(data_dir / "8a6g.pdb"))
+    else:
+        tag += f"_{site}"
+        hierarchy = free_model.construct_hierarchy()
+        selection = hierarchy.atom_selection_cache().selection(SITES_8A6G[site])
+        native_input = iotbx.pdb.input(
+            source_info=None, lines=hierarchy.select(~selection).as_pdb_string(
+                crystal_symmetry=free_model.crystal_symmetry()).splitlines())
+        ligand_input = iotbx.pdb.input(str(data_dir / "8a6g-chromophore-removed.pdb"))
+    return source_from_models(tag, native_input, ligand_input, SITES_8A6G[site],
                               native.customized_copy(data=None, sigmas=None).as_non_anomalous_set(),
                               sigmas, shake_rms=shake_rms, seed=seed)
 

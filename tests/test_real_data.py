@@ -63,3 +63,27 @@ def test_default_map_concentrates_the_signal_at_the_chromophore(data):
     assert variance_fraction_near(negentropy.map_coefficients, data["chromophore"]) > 3 * raw
     assert map_correlation(result.map_coefficients, negentropy.map_coefficients) > 0.3
     assert np.isfinite(result.metadata["negentropy"]["final"])
+
+
+def test_second_family_site_takes_its_atoms_out_of_the_native():
+    """``source_8a6g(site="phe100_tyr183")``: the native (and phasing) model lacks exactly the
+    site's 15 side-chain atoms, which the compact minor state adds back where they were."""
+    from meteor_cctbx import family
+
+    directory = shared_data_or_skip()
+    chromophore = family.source_8a6g(directory, d_min=3.0)
+    site = family.source_8a6g(directory, d_min=3.0, site="phe100_tyr183")
+    assert site.name == "8a6g_3A_phe100_tyr183"
+    n_free = chromophore.phasing_model.scatterers().size()
+    assert site.phasing_model.scatterers().size() == n_free - 15
+    assert site.minor_states["compact"].scatterers().size() == n_free
+    added = np.array(site.signal_sites["compact"]).reshape(-1, 3)
+    model = np.array(chromophore.phasing_model.sites_cart()).reshape(-1, 3)
+    labels = [s.label for s in chromophore.phasing_model.scatterers()]
+    distances = np.sqrt(((added[:, None] - model[None]) ** 2).sum(-1))
+    nearest = {labels[i] for i in distances.argmin(1)}
+    assert distances.min(1).max() < 1e-3  # the deposited sites
+    assert all(("PHE" in label and " 100" in label) or ("TYR" in label and " 183" in label)
+               for label in nearest), nearest
+    with pytest.raises(ValueError, match="unknown 8a6g site"):
+        family.source_8a6g(directory, d_min=3.0, site="nowhere")
