@@ -212,7 +212,8 @@ def search_k(raw: np.ndarray, sigma_delta: np.ndarray, grid: CellGrid, params,
         best = chosen.scan.best
         print(f"  The CC_free curve over k is flat within its noise (best k = "
               f"{best.parameter:.3g} gains {best.score - chosen.scan.point_at(0.0).score:.4f},"
-              f" standard error {chosen.standard_error:.4f}): the data do not determine k; "
+              f" not above {parameter_choice.SIGNAL_Z:g} x its standard error "
+              f"{chosen.standard_error:.4f}): the data do not determine k; "
               f"using the simplest value, k = 0.", file=log)
     return chosen
 

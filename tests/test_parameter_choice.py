@@ -14,7 +14,7 @@ from meteor_cctbx import family, kweight, tv
 from meteor_cctbx.diffmap import compute_diffmap, tv_settings
 from meteor_cctbx.maximize import maximize_scalar
 from meteor_cctbx.model_phases import model_structure_factors
-from meteor_cctbx.parameter_choice import choose_k
+from meteor_cctbx.parameter_choice import SIGNAL_Z, choose_k
 from meteor_cctbx.phaseboost import compute_phaseboost
 from meteor_cctbx.phil import default_params
 from meteor_cctbx.validation import FreeScorer, FreeSet, free_correlation
@@ -179,7 +179,38 @@ def test_k_is_zero_when_its_curve_is_flat_within_noise(spread):
     best = chosen.scan.best
     if best.parameter != 0.0:  # k differences of 1e-4 are far below the bootstrap noise
         assert not chosen.determined
-        assert best.score - chosen.scan.point_at(0.0).score <= chosen.standard_error
+        assert best.score - chosen.scan.point_at(0.0).score <= SIGNAL_Z * chosen.standard_error
+
+
+class RisingKScorer:
+    """A stand-in FreeScorer whose CC_free rises with k by ``slope`` per unit k, with a fixed
+    paired standard error: the k rule alone, without maps."""
+
+    def __init__(self, slope: float, standard_error: float):
+        self.slope, self.standard_error, self.predictions = slope, standard_error, {}
+
+    def working_maps(self, coefficients):
+        return [np.zeros((4, 4, 4), np.float32)]
+
+    def score(self, key, denoised_maps):
+        self.predictions[key] = None
+        return 0.1 + self.slope * key[1]
+
+    def difference_error(self, a, b=None):
+        return self.standard_error
+
+
+@pytest.mark.parametrize("standard_error, expected_k", [(0.01, 0.0), (0.005, 1.0)])
+def test_k_moves_only_for_a_gain_beyond_two_standard_errors(standard_error, expected_k):
+    """A gain of k = 1 over k = 0 of 1.5 standard errors leaves k = 0 (not determined); one of
+    3 standard errors takes k = 1.  (The best of several k against k = 0 is a selection: at
+    one standard error noisy free sets moved k on weak changes.)"""
+    raw = np.ones(10, complex)
+    chosen = choose_k(raw, np.ones(10), None, 1.0, "validation",
+                      RisingKScorer(0.015, standard_error), tv_relative_weight=1.0)
+    assert chosen.scan.best.parameter == 1.0
+    assert chosen.k == expected_k
+    assert chosen.determined is (expected_k != 0.0)
 
 
 def test_flat_k_is_said_in_the_log(spread):
