@@ -56,6 +56,7 @@ REFINE_HALF_WIDTH = 0.3      # decades around the first TV weight when k changed
 SIGNAL_Z = 2.0  # CC_free (or k's gain over k = 0) must exceed this many standard errors
 NEGENTROPY_TOLERANCE = 0.02  # decades: the optimum of weak changes is that sharp
 COLLAPSED_NEGENTROPY = 0.1  # see is_collapsed
+MAX_BOUNDARY_PROBES = 6  # rounds of tie_boundary_probes (each halves a gap, 0.5 decade -> 0.1)
 
 
 @dataclass
@@ -153,6 +154,16 @@ def choose_tv_weight(coefficients: np.ndarray, grid: CellGrid, settings: tv.TvSe
             if report is not None:
                 report(point)
         best, error, determined, tied = tie(scan, scorer)
+    for _ in range(MAX_BOUNDARY_PROBES):  # the tie's ends resolved to the scan's tolerance
+        probes = tie_boundary_probes(scan, tied, tolerance) if determined else []
+        if not probes:
+            break
+        for x in probes:
+            point = evaluate_point(validated, x)
+            scan.points.append(point)
+            if report is not None:
+                report(point)
+        best, error, determined, tied = tie(scan, scorer)
     lowest, highest = min(p.parameter for p in tied), max(p.parameter for p in tied)
     if within_noise == "negentropy" and highest > lowest:
         refinement, relative, denoised = maximize_negentropy(
@@ -190,6 +201,24 @@ def tie(scan: ScanResult, scorer: FreeScorer
     tied = [p for p, paired_error in zip(candidates, paired_errors)
             if not determined or p is best or best.score - p.score <= paired_error]
     return best, error, determined, tied
+
+
+def tie_boundary_probes(scan: ScanResult, tied: list[ScanPoint], tolerance: float
+                        ) -> list[float]:
+    """Weights that resolve the ends of the tie: for the lowest and the highest tied point, the
+    geometric midpoint towards the next scored point beyond it (tied or not, collapsed or
+    not) when that lies more than ``tolerance`` decades away.  The scan refines around the
+    best point only, so a wide tie may end at a coarse point half a decade from the next."""
+    evaluated = sorted({p.parameter for p in scan.points if p.parameter > 0})
+    tied_parameters = sorted(p.parameter for p in tied)
+    probes = []
+    below = [x for x in evaluated if x < tied_parameters[0]]
+    above = [x for x in evaluated if x > tied_parameters[-1]]
+    if below and math.log10(tied_parameters[0] / below[-1]) > tolerance:
+        probes.append(math.sqrt(tied_parameters[0] * below[-1]))
+    if above and math.log10(above[0] / tied_parameters[-1]) > tolerance:
+        probes.append(math.sqrt(tied_parameters[-1] * above[0]))
+    return probes
 
 
 def maximize_negentropy(real_map: np.ndarray, settings: tv.TvSettings, lower: float,
