@@ -14,13 +14,14 @@ units too (e/A^3 for data on the model's scale).
   when the best point lies next to one, or when the scan's end point beside one is tied with
   the best (a flat curve, whose tie must reach as far as before).  The scan points whose
   CC_free is within one paired bootstrap standard error of the best are tied: the data cannot
-  tell them apart.  Among them the weight is the one of
-  highest negentropy of the full map (refined between the smallest and largest tied weight):
-  on weak changes the optimum is sharp (a 15 % change of weight can cost 0.1 in CC with the
-  truth) and lies where TV just removes the noise, which is where negentropy peaks, while
-  CC_free is flat within its noise there; on strong changes the tie is narrow and CC_free
-  decides.  When the best CC_free is below two standard errors (no difference signal the
-  held-out reflections can see) every scan point is tied, and the log says so.  The final map
+  tell them apart (the tie's ends are resolved to the scan's tolerance when a signal is seen,
+  ``tie_boundary_probes``).  Among them the weight is the one of highest negentropy of the
+  full map (refined between the smallest and largest tied weight): on weak changes the
+  optimum is sharp (a 15 % change of weight can cost 0.1 in CC with the truth) and lies where
+  TV just removes the noise, which is where negentropy peaks, while CC_free is flat within its
+  noise there; on strong changes the tie is narrow and CC_free decides.  When the best
+  CC_free is below two standard errors (no difference signal the held-out reflections can
+  see) every scan point is tied, and the log says so.  The final map
   is the full map denoised at the chosen weight.  k is chosen with TV applied (each k scored
   through the TV weight chosen at k = 0), and unless the best k beats k = 0 by more than
   SIGNAL_Z paired bootstrap standard errors (and K_MIN_GAIN) the data do not determine k, which

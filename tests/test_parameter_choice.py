@@ -294,6 +294,36 @@ def test_working_map_holds_no_free_reflection(spread):
         assert np.allclose(back[folds != number], raw[folds != number], atol=1e-4)
 
 
+def test_tie_boundary_probes_halve_the_gaps_beyond_the_tie():
+    from meteor_cctbx.maximize import ScanPoint, ScanResult
+    from meteor_cctbx.parameter_choice import tie_boundary_probes
+
+    scan = ScanResult("w", [ScanPoint(x, 0.0, 0.0) for x in (0.1, 0.316, 1.0, 3.16)])
+    tied = [p for p in scan.points if p.parameter in (0.316, 1.0)]
+    assert tie_boundary_probes(scan, tied, 0.1) == pytest.approx([0.1778, 1.7776], rel=1e-3)
+    close = ScanResult("w", [ScanPoint(x, 0.0, 0.0) for x in (0.9, 1.0, 1.1)])
+    assert tie_boundary_probes(close, [close.points[1]], 0.1) == []  # gaps < 0.1 decade
+    edge = ScanResult("w", [ScanPoint(x, 0.0, 0.0) for x in (1.0, 3.16)])
+    assert tie_boundary_probes(edge, [edge.points[0]], 0.1) == [pytest.approx(1.7776, 1e-3)]
+
+
+def test_the_tie_ends_within_the_scan_tolerance_of_an_untied_weight(spread):
+    """With a signal, every end of the tie that has a scored weight beyond it has one within
+    0.1 decade (the scan's tolerance): the range negentropy picks from is the data's tie, not
+    the coarse grid's."""
+    criteria = spread.default.metadata["criteria"]
+    assert criteria["tv_determined_by_data"] is True
+    lowest, highest = criteria["tv_tied_range"]
+    evaluated = sorted(p.parameter for p in spread.default.tv_scan.points)
+    below = [x for x in evaluated if x < lowest]
+    above = [x for x in evaluated if x > highest]
+    limit = SCAN_STEP_DECADES + 1e-9
+    if below:
+        assert np.log10(lowest / below[-1]) <= limit
+    if above:
+        assert np.log10(above[0] / highest) <= limit
+
+
 def test_no_signal_falls_back_and_warns(source, phasing_model):
     """A change far below the noise: validation sees nothing and says so."""
     case = family.make_case(source, "compact", 0.002, 2.0)
