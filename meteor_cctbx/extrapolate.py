@@ -158,6 +158,9 @@ def report_estimates(estimate: OccupancyEstimate, log) -> None:
         else:
             print(f"   {mark}{name:9s} {result.estimate:.3f}  [{result.interval[0]:.3f}, "
                   f"{result.interval[1]:.3f}]  ({result.n_peaks} peaks)", file=log)
+    print("  (The estimators read the difference peaks against the model's median atom: a minor "
+          "state less ordered than that atom reads low, a more ordered one high, by an amount "
+          "the intervals do not include.)", file=log)
 
 
 def compute_extrapolation(derivative: miller.array, native: miller.array, phases: miller.array,
