@@ -156,7 +156,7 @@ def choose_tv_weight(coefficients: np.ndarray, grid: CellGrid, settings: tv.TvSe
                 report(point)
         best, error, determined, tied = tie(scan, scorer)
     for _ in range(MAX_BOUNDARY_PROBES):  # the tie's ends resolved to the scan's tolerance
-        probes = tie_boundary_probes(scan, tied, tolerance) if determined else []
+        probes = tie_boundary_probes(scan, tied, tolerance)
         if not probes:
             break
         for x in probes:

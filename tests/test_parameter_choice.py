@@ -333,11 +333,16 @@ def test_no_signal_falls_back_and_warns(source, phasing_model):
     assert result.metadata["criteria"]["tv_determined_by_data"] is False
     assert "no difference signal above noise" in log.getvalue()
     scan = result.tv_scan
-    fallback = max(scan.points, key=lambda p: p.others["negentropy"]).parameter
-    assert result.metadata["tv_weight_relative"] == fallback
+    from meteor_cctbx.parameter_choice import is_collapsed
+
+    # every candidate is tied, and the full map's negentropy decides over all of them
+    criteria = result.metadata["criteria"]
+    candidates = [p.parameter for p in scan.points if not is_collapsed(p, scan)]
+    assert tuple(criteria["tv_tied_range"]) == (min(candidates), max(candidates))
+    assert result.metadata["tv_weight_relative"] == \
+        criteria["tv_refinement_scan"]["best_parameter"]
     # a flat curve ties every candidate: a coarse end first left out is scored too, unless
     # the scan's point beside it is a collapsed map (never a candidate, nor what lies beyond)
-    from meteor_cctbx.parameter_choice import is_collapsed
 
     lower, upper = default_params("diffmap").tv.relative_search_range
     assert set(scan.skipped) <= {upper}
