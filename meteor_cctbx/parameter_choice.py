@@ -14,7 +14,7 @@ units too (e/A^3 for data on the model's scale).
   when the best point lies next to one, or when the scan's end point beside one is tied with
   the best (a flat curve, whose tie must reach as far as before).  The scan points whose
   CC_free is within one paired bootstrap standard error of the best are tied: the data cannot
-  tell them apart (the tie's ends are resolved to the scan's tolerance when a signal is seen,
+  tell them apart (the tie's ends are resolved to the scan's tolerance,
   ``tie_boundary_probes``).  Among them the weight is the one of highest negentropy of the
   full map (refined between the smallest and largest tied weight): on weak changes the
   optimum is sharp (a 15 % change of weight can cost 0.1 in CC with the truth) and lies where
