@@ -206,19 +206,28 @@ def tie(scan: ScanResult, scorer: FreeScorer
 
 def tie_boundary_probes(scan: ScanResult, tied: list[ScanPoint], tolerance: float
                         ) -> list[float]:
-    """Weights that resolve the ends of the tie: for the lowest and the highest tied point, the
-    geometric midpoint towards the next scored point beyond it (tied or not, collapsed or
-    not) when that lies more than ``tolerance`` decades away.  The scan refines around the
-    best point only, so a wide tie may end at a coarse point half a decade from the next."""
+    """Weights that resolve the ends of the tie where the choice within it may depend on them:
+    for the lowest and the highest tied point, the geometric midpoint towards the next scored
+    point beyond it (tied or not, collapsed or not) when that lies more than ``tolerance``
+    decades away and the working maps' negentropy does not fall from the tied point inside
+    towards that end (negentropy picks the weight within the tie, so an end it falls towards
+    cannot move the choice).  The scan refines around the best point only, so a wide tie may
+    end at a coarse point half a decade from the next."""
     evaluated = sorted({p.parameter for p in scan.points if p.parameter > 0})
-    tied_parameters = sorted(p.parameter for p in tied)
+    inside = sorted((p for p in tied if p.parameter > 0), key=lambda p: p.parameter)
+    if not inside:
+        return []
     probes = []
-    below = [x for x in evaluated if x < tied_parameters[0]]
-    above = [x for x in evaluated if x > tied_parameters[-1]]
-    if below and math.log10(tied_parameters[0] / below[-1]) > tolerance:
-        probes.append(math.sqrt(tied_parameters[0] * below[-1]))
-    if above and math.log10(above[0] / tied_parameters[-1]) > tolerance:
-        probes.append(math.sqrt(tied_parameters[-1] * above[0]))
+    for end, neighbour, beyond in ((inside[0], inside[1:2], [x for x in evaluated
+                                                             if x < inside[0].parameter][-1:]),
+                                   (inside[-1], inside[-2:-1], [x for x in evaluated
+                                                                if x > inside[-1].parameter][:1])):
+        if not beyond or abs(math.log10(end.parameter / beyond[0])) <= tolerance:
+            continue
+        if neighbour and neighbour[0] is not end and \
+                end.others.get("negentropy", 0.0) < neighbour[0].others.get("negentropy", 0.0):
+            continue
+        probes.append(math.sqrt(end.parameter * beyond[0]))
     return probes
 
 

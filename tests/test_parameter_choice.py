@@ -295,6 +295,8 @@ def test_working_map_holds_no_free_reflection(spread):
 
 
 def test_tie_boundary_probes_halve_the_gaps_beyond_the_tie():
+    """Midpoints towards the next scored weight beyond each end of the tie, where that lies
+    more than the tolerance away and negentropy does not fall towards the end."""
     from meteor_cctbx.maximize import ScanPoint, ScanResult
     from meteor_cctbx.parameter_choice import tie_boundary_probes
 
@@ -305,6 +307,13 @@ def test_tie_boundary_probes_halve_the_gaps_beyond_the_tie():
     assert tie_boundary_probes(close, [close.points[1]], 0.1) == []  # gaps < 0.1 decade
     edge = ScanResult("w", [ScanPoint(x, 0.0, 0.0) for x in (1.0, 3.16)])
     assert tie_boundary_probes(edge, [edge.points[0]], 0.1) == [pytest.approx(1.7776, 1e-3)]
+    # negentropy falls from the tie's inside towards its upper end, rises towards the lower
+    # end: only the lower end can move the choice within the tie, only it is probed
+    rising_down = ScanResult("w", [ScanPoint(x, 0.0, 0.0, {"negentropy": n}) for x, n in
+                                   ((0.1, 0.0), (0.316, 0.5), (0.5, 0.4), (1.0, 0.2),
+                                    (3.16, 0.0))])
+    tied = [p for p in rising_down.points if 0.3 < p.parameter < 2]
+    assert tie_boundary_probes(rising_down, tied, 0.1) == [pytest.approx(0.1778, rel=1e-3)]
 
 
 def test_the_tie_ends_within_the_scan_tolerance_of_an_untied_weight(spread):
