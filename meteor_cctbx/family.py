@@ -311,6 +311,7 @@ def source_8a6g(data_dir: str | os.PathLike, d_min: float | None = 1.8, shake_rm
         native_input = iotbx.pdb.input(
             source_info=None, lines=hierarchy.select(~selection).as_pdb_string(
                 crystal_symmetry=free_model.crystal_symmetry()).splitlines())
+        # a second input of the same file: an input builds its hierarchy only once
         ligand_input = iotbx.pdb.input(str(data_dir / "8a6g-chromophore-removed.pdb"))
     reflections = native.customized_copy(data=None, sigmas=None).as_non_anomalous_set()
     return source_from_models(tag, native_input, ligand_input, SITES_8A6G[site], reflections,

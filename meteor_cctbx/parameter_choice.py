@@ -125,6 +125,15 @@ def choose_tv_weight(coefficients: np.ndarray, grid: CellGrid, settings: tv.TvSe
         return score_working_maps(scorer, relative, working_maps, working_rms, relative,
                                   settings)
 
+    def score_and_tie(relatives: list[float]):
+        """Score more weights into the scan, then the tie again."""
+        for x in relatives:
+            point = evaluate_point(validated, x)
+            scan.points.append(point)
+            if report is not None:
+                report(point)
+        return tie(scan, scorer)
+
     scan = maximize_scalar(validated, lower, upper, name="tv_weight_relative",
                            n_coarse=n_coarse, log_scale=True, tolerance=tolerance,
                            lazy_ends=("lower", "upper"), report=report)
@@ -148,23 +157,13 @@ def choose_tv_weight(coefficients: np.ndarray, grid: CellGrid, settings: tv.TvSe
                 if (evaluated[0] if x < evaluated[0] else evaluated[-1]) in tied_parameters]
         if not ends:
             break
-        for x in ends:
-            point = evaluate_point(validated, x)
-            scan.points.append(point)
-            scan.skipped.remove(x)
-            if report is not None:
-                report(point)
-        best, error, determined, tied = tie(scan, scorer)
+        scan.skipped = [x for x in scan.skipped if x not in ends]
+        best, error, determined, tied = score_and_tie(ends)
     for _ in range(MAX_BOUNDARY_PROBES):  # the tie's ends resolved to the scan's tolerance
         probes = tie_boundary_probes(scan, tied, tolerance)
         if not probes:
             break
-        for x in probes:
-            point = evaluate_point(validated, x)
-            scan.points.append(point)
-            if report is not None:
-                report(point)
-        best, error, determined, tied = tie(scan, scorer)
+        best, error, determined, tied = score_and_tie(probes)
     lowest, highest = min(p.parameter for p in tied), max(p.parameter for p in tied)
     if within_noise == "negentropy" and highest > lowest:
         refinement, relative, denoised = maximize_negentropy(
@@ -213,21 +212,22 @@ def tie_boundary_probes(scan: ScanResult, tied: list[ScanPoint], tolerance: floa
     towards that end (negentropy picks the weight within the tie, so an end it falls towards
     cannot move the choice).  The scan refines around the best point only, so a wide tie may
     end at a coarse point half a decade from the next."""
-    evaluated = sorted({p.parameter for p in scan.points if p.parameter > 0})
     inside = sorted((p for p in tied if p.parameter > 0), key=lambda p: p.parameter)
     if not inside:
         return []
+    evaluated = sorted({p.parameter for p in scan.points if p.parameter > 0})
+    below = [x for x in evaluated if x < inside[0].parameter]
+    above = [x for x in evaluated if x > inside[-1].parameter]
+    ends = [(inside[0], inside[1] if len(inside) > 1 else None, below[-1] if below else None),
+            (inside[-1], inside[-2] if len(inside) > 1 else None, above[0] if above else None)]
     probes = []
-    for end, neighbour, beyond in ((inside[0], inside[1:2], [x for x in evaluated
-                                                             if x < inside[0].parameter][-1:]),
-                                   (inside[-1], inside[-2:-1], [x for x in evaluated
-                                                                if x > inside[-1].parameter][:1])):
-        if not beyond or abs(math.log10(end.parameter / beyond[0])) <= tolerance:
+    for end, neighbour, beyond in ends:
+        if beyond is None or abs(math.log10(end.parameter / beyond)) <= tolerance:
             continue
-        if neighbour and neighbour[0] is not end and \
-                end.others.get("negentropy", 0.0) < neighbour[0].others.get("negentropy", 0.0):
+        if neighbour is not None and (end.others.get("negentropy", 0.0)
+                                      < neighbour.others.get("negentropy", 0.0)):
             continue
-        probes.append(math.sqrt(end.parameter * beyond[0]))
+        probes.append(math.sqrt(end.parameter * beyond))
     return probes
 
 

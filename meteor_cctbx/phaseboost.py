@@ -161,10 +161,10 @@ def loop_tv_weights(initial_difference: np.ndarray, first: Enhancement | None, g
         cc_free = (parameter_choice.best_uncollapsed(scan).score
                    if scan is not None and error else None)
         scale = auto_loop_weight_scale(cc_free, error)
-        why = (f" (the initial map's best CC_free {cc_free:.4f} is {cc_free / error:.1f} "
-               f"standard errors" if cc_free is not None else
-               " (no validation of the initial map") + \
-            f"; {STRONG_SIGNAL_LOOP_SCALE:g} at {STRONG_SIGNAL_Z:g} or more)"
+        measured = (f"the initial map's best CC_free {cc_free:.4f} is {cc_free / error:.1f} "
+                    f"standard errors" if cc_free is not None
+                    else "no validation of the initial map")
+        why = f" ({measured}; {STRONG_SIGNAL_LOOP_SCALE:g} at {STRONG_SIGNAL_Z:g} or more)"
     print(f"  Loop TV weight: validated on the initial difference map, times {scale:g}{why}.",
           file=log)
     weight = relative * parameter_choice.rms(grid.to_map(initial_difference))

@@ -112,14 +112,20 @@ def _primal_row(image, field, out, i, i_before, j, j_before) -> None:
                      - p2[k] + p2[k - 1])
 
 
+@numba.njit(inline="always", fastmath=True)
+def _primal_plane(image, field, out, i) -> None:
+    """out = image - div(field) over plane i."""
+    nx, ny, _ = image.shape
+    i_before = i - 1 if i > 0 else nx - 1
+    for j in range(ny):
+        _primal_row(image, field, out, i, i_before, j, j - 1 if j > 0 else ny - 1)
+
+
 @numba.njit(parallel=True, cache=True, fastmath=True)
 def _primal_update(image: np.ndarray, field: np.ndarray, out: np.ndarray) -> None:
     """out = image - div(field) over the whole map (in place)."""
-    nx, ny, _ = image.shape
-    for i in numba.prange(nx):
-        i_before = i - 1 if i > 0 else nx - 1
-        for j in range(ny):
-            _primal_row(image, field, out, i, i_before, j, j - 1 if j > 0 else ny - 1)
+    for i in numba.prange(image.shape[0]):
+        _primal_plane(image, field, out, i)
 
 
 @numba.njit(parallel=True, cache=True, fastmath=True)
@@ -155,10 +161,7 @@ def _fista_step(image: np.ndarray, primal: np.ndarray, extrapolated: np.ndarray,
             if i != first:
                 _primal_row(image, extrapolated, primal, i, i_before, 0, ny - 1)
     for s in numba.prange(slab_starts.shape[0] - 1):
-        i = slab_starts[s]
-        i_before = i - 1 if i > 0 else nx - 1
-        for j in range(ny):
-            _primal_row(image, extrapolated, primal, i, i_before, j, j - 1 if j > 0 else ny - 1)
+        _primal_plane(image, extrapolated, primal, slab_starts[s])
 
 
 def tv_denoise_periodic(image: np.ndarray, weight: float, n_iterations: int) -> np.ndarray:
