@@ -12,6 +12,7 @@ meteor-maps does.  The denoised map is rescaled to the input map's mean and stan
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 
 import numba
@@ -164,6 +165,23 @@ def _fista_step(image: np.ndarray, primal: np.ndarray, extrapolated: np.ndarray,
         _primal_plane(image, extrapolated, primal, slab_starts[s])
 
 
+_DUAL_BUFFERS = threading.local()
+
+
+def zeroed_dual_buffers(shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Two zeroed float32 arrays of shape (3,) + ``shape`` (the dual and its extrapolation),
+    kept per thread for the last map shape: a scan denoises many maps of one shape, and fresh
+    arrays of this size are page-faulted on first touch, which took ~20 % of a 50-iteration
+    denoising of a 2.8 M-voxel map.  A thread holds at most one pair (24 bytes per voxel)."""
+    buffers = getattr(_DUAL_BUFFERS, "pair", None)
+    if buffers is None or buffers[0].shape[1:] != tuple(shape):
+        buffers = tuple(np.empty((3,) + tuple(shape), dtype=np.float32) for _ in range(2))
+        _DUAL_BUFFERS.pair = buffers
+    for buffer in buffers:
+        buffer.fill(0)
+    return buffers
+
+
 def tv_denoise_periodic(image: np.ndarray, weight: float, n_iterations: int) -> np.ndarray:
     """Isotropic TV (ROF) denoising of a periodic 3-D map: argmin_u |u - f|^2/2 + weight TV(u).
 
@@ -180,8 +198,7 @@ def tv_denoise_periodic(image: np.ndarray, weight: float, n_iterations: int) -> 
     image = np.ascontiguousarray(image, dtype=np.float32)
     if image.ndim != 3:
         raise ValueError(f"periodic TV needs a 3-D map, got {image.ndim} dimensions")
-    dual = np.zeros((3,) + image.shape, dtype=np.float32)
-    extrapolated = np.zeros_like(dual)
+    dual, extrapolated = zeroed_dual_buffers(image.shape)
     primal = image.copy()  # image - div(0)
     n_slabs = max(1, min(image.shape[0], numba.get_num_threads()))
     slab_starts = np.linspace(0, image.shape[0], n_slabs + 1).astype(np.int64)

@@ -132,6 +132,33 @@ def test_one_pass_iteration_does_not_depend_on_the_slabs(noisy_map):
         assert all(np.array_equal(a, b) for a, b in zip(results[0], other))
 
 
+def test_reused_dual_buffers_start_each_denoising_from_zero(noisy_map):
+    """The dual arrays a thread keeps between denoisings of one shape are reused and zeroed:
+    a map denoised after another map of the same shape (and after a map of another shape)
+    is bitwise the map denoised in a fresh thread, whose buffers are new."""
+    import threading
+
+    from meteor_cctbx.tv import zeroed_dual_buffers
+
+    def fresh_thread_result() -> np.ndarray:
+        out = {}
+        thread = threading.Thread(target=lambda: out.update(
+            result=tv_denoise_periodic(noisy_map, 0.4, 20)))
+        thread.start()
+        thread.join()
+        return out["result"]
+
+    reference = fresh_thread_result()
+    tv_denoise_periodic(noisy_map[::-1].copy() * 3, 0.9, 20)  # leaves other values behind
+    first = zeroed_dual_buffers(noisy_map.shape)
+    assert zeroed_dual_buffers(noisy_map.shape)[0] is first[0]  # kept for this shape
+    first[0][:] = 5.0  # as if a denoising had left its dual there
+    assert np.array_equal(tv_denoise_periodic(noisy_map, 0.4, 20), reference)
+    tv_denoise_periodic(noisy_map[:, :, :-1].copy(), 0.4, 20)  # another shape replaces them
+    assert zeroed_dual_buffers(noisy_map.shape)[0] is not first[0]
+    assert np.array_equal(tv_denoise_periodic(noisy_map, 0.4, 20), reference)
+
+
 def test_periodic_solver_commutes_with_cell_translations(noisy_map):
     shift = (5, 11, 3)
     denoised = tv_denoise_periodic(noisy_map, 0.3, 20)
