@@ -244,6 +244,9 @@ def program_log(program_class, parser, command_line: Sequence[str],
 def main_for(program_class):
     """Build a console-script ``main()`` for ``program_class``."""
     def main(args: Sequence[str] | None = None) -> int:
+        from meteor_cctbx.malloc_tuning import keep_freed_memory
+
+        keep_freed_memory()  # this process is ours: large maps reuse freed memory
         return run_as_command(program_class, args)
     main.__doc__ = f"Console entry point of {program_class.__name__}."
     return main
