@@ -1,10 +1,11 @@
 """The console entry points' malloc tuning: a freed large map's memory is reused, not
 page-faulted afresh; the library alone leaves the allocator as it is."""
-import platform
 import subprocess
 import sys
 
 import pytest
+
+from meteor_cctbx.malloc_tuning import on_glibc
 
 PROBE = """
 import contextlib, io, resource, sys
@@ -31,9 +32,7 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 PAGES = 3 * 200 * 240 * 240 * 4 // 4096
 
-glibc_only = pytest.mark.skipif(
-    platform.system() != "Linux" or platform.libc_ver()[0] != "glibc",
-    reason="glibc's malloc only")
+glibc_only = pytest.mark.skipif(not on_glibc(), reason="glibc's malloc only")
 
 
 def page_faults_of_second_allocation(mode: str) -> int:
