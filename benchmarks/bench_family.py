@@ -55,6 +55,7 @@ import reference_tools  # noqa: E402
 
 from meteor_cctbx import family, kweight, tv  # noqa: E402
 from meteor_cctbx.diffmap import compute_diffmap, tv_settings  # noqa: E402
+from meteor_cctbx.grid import CellGrid  # noqa: E402
 from meteor_cctbx.map_metrics import map_correlation  # noqa: E402
 from meteor_cctbx.maximize import maximize_scalar  # noqa: E402
 from meteor_cctbx.model_phases import model_structure_factors  # noqa: E402
@@ -62,6 +63,7 @@ from meteor_cctbx.phaseboost import compute_phaseboost  # noqa: E402
 from meteor_cctbx.reflections import read_miller_arrays  # noqa: E402
 
 OUT_DIR = reference_tools.WORK_DIR / "family"
+SCORING_SAMPLING = 3.0  # grid of the CC with truth: spacing d_min/3, for every map alike
 
 
 def aligned(values: miller.array, miller_set: miller.set) -> np.ndarray:
@@ -73,28 +75,33 @@ def aligned(values: miller.array, miller_set: miller.set) -> np.ndarray:
 
 
 class Scorer:
-    """CC of maps with the true difference map on a result's grid."""
+    """CC with the true difference map of map coefficients on a case's reflections, both maps
+    on one grid of spacing d_min/3 whatever grid a program denoised on: the map a user gets
+    from the output MTZ (band-limited, like the anchors' maps).  A real-space map (a TV stage)
+    is first transformed to coefficients on its own grid, as the programs do before writing."""
 
-    def __init__(self, grid, truth: miller.array):
-        self.grid = grid
-        self.truth_map = grid.to_map(aligned(truth, grid.miller_set)).ravel()
-
-    def cc(self, real_map: np.ndarray) -> float:
-        return float(np.corrcoef(np.asarray(real_map).ravel(), self.truth_map)[0, 1])
+    def __init__(self, miller_set: miller.set, truth: miller.array):
+        self.grid = CellGrid.for_set(miller_set, sampling=SCORING_SAMPLING)
+        self.truth_map = self.grid.to_map(aligned(truth, self.grid.miller_set)).ravel()
 
     def cc_coefficients(self, coefficients: np.ndarray) -> float:
-        return self.cc(self.grid.to_map(coefficients))
+        real_map = self.grid.to_map(coefficients).ravel()
+        return float(np.corrcoef(real_map, self.truth_map)[0, 1])
+
+    def cc_map(self, real_map: np.ndarray, grid: CellGrid) -> float:
+        return self.cc_coefficients(grid.to_coefficients(real_map))
 
 
-def oracle(coefficients: np.ndarray, scorer: Scorer, settings, points: int
+def oracle(coefficients: np.ndarray, grid: CellGrid, scorer: Scorer, settings, points: int
            ) -> tuple[float, float]:
-    """Best CC with truth over relative TV weights (0.03-10 x rms): a log grid of ``points``,
-    then bracket refinement to 0.01 decade; (CC, relative weight)."""
-    weighted_map = scorer.grid.to_map(coefficients)
+    """Best CC with truth over relative TV weights (0.03-10 x rms) of the map of
+    ``coefficients`` denoised on ``grid`` (the program's): a log grid of ``points``, then
+    bracket refinement to 0.01 decade; (CC, relative weight)."""
+    weighted_map = grid.to_map(coefficients)
     rms = float(weighted_map.std())
-    scan = maximize_scalar(lambda relative: scorer.cc(tv.denoise(weighted_map, relative * rms,
-                                                                 settings)),
-                           0.03, 10.0, n_coarse=points, log_scale=True, tolerance=0.01)
+    scan = maximize_scalar(lambda relative: scorer.cc_map(
+        tv.denoise(weighted_map, relative * rms, settings), grid),
+        0.03, 10.0, n_coarse=points, log_scale=True, tolerance=0.01)
     return scan.best.score, scan.best.parameter
 
 
@@ -124,43 +131,44 @@ def run_ours(case, f_model, args) -> dict:
         start = time.perf_counter()
         result = compute_diffmap(case.derivative, case.native, f_model, params)
         seconds = time.perf_counter() - start
-        scorer = Scorer(result.grid, case.true_difference)
+        scorer = Scorer(result.grid.miller_set, case.true_difference)
         raw = result.raw_coefficients.data().as_numpy_array()
         sigma_delta = result.pair.sigma_delta
         weighted = raw * kweight.kweights(raw, sigma_delta, result.k_parameter or 0.0)
         rows["DF_RAW"] = (scorer.cc_coefficients(raw), None, None)
         rows["k-weighted"] = (scorer.cc_coefficients(weighted), result.k_parameter, None)
-        rows["TV validation (default)"] = (scorer.cc(result.final_map),
+        rows["TV validation (default)"] = (scorer.cc_map(result.final_map, result.grid),
                                            result.metadata["tv_weight_relative"], seconds)
         start = time.perf_counter()
         negentropy = compute_diffmap(case.derivative, case.native, f_model,
                                      with_criterion("diffmap", "negentropy", args.set))
-        rows["TV negentropy"] = (scorer.cc(negentropy.final_map),
+        rows["TV negentropy"] = (scorer.cc_map(negentropy.final_map, negentropy.grid),
                                  negentropy.metadata["tv_weight_relative"],
                                  time.perf_counter() - start)
-        rows["oracle (best fixed TV weight)"] = oracle(weighted, scorer, tv_settings(params),
+        rows["oracle (best fixed TV weight)"] = oracle(weighted, result.grid, scorer,
+                                                       tv_settings(params),
                                                        args.oracle_points) + (None,)
     if args.phaseboost:
         params = program_params("phaseboost", args.set)
         start = time.perf_counter()
         boost = compute_phaseboost(case.derivative, case.native, f_model, params)
-        scorer = Scorer(boost.grid, case.true_difference)
+        scorer = Scorer(boost.grid.miller_set, case.true_difference)
         sigma_delta = boost.pair.sigma_delta
-        rows["phaseboost (default)"] = (scorer.cc(boost.final_map),
+        rows["phaseboost (default)"] = (scorer.cc_map(boost.final_map, boost.grid),
                                         boost.metadata["tv_weight_relative"],
                                         time.perf_counter() - start)
         retrieved = (boost.derivative_coefficients.data().as_numpy_array()
                      - boost.pair.native.data().as_numpy_array() * boost.pair.unit_phases)
         retrieved = retrieved * kweight.kweights(retrieved, sigma_delta,
                                                  boost.k_parameter or 0.0)
-        rows["phaseboost oracle"] = oracle(retrieved, scorer, tv_settings(params),
-                                           args.oracle_points) + (None,)
+        rows["phaseboost oracle"] = oracle(retrieved, boost.grid, scorer,
+                                           tv_settings(params), args.oracle_points) + (None,)
         rows["phaseboost iterations"] = (float(len(boost.iterations)), None, None)
         if args.pb_negentropy:
             start = time.perf_counter()
             old = compute_phaseboost(case.derivative, case.native, f_model,
                                      with_criterion("phaseboost", "negentropy", args.set))
-            rows["phaseboost negentropy"] = (scorer.cc(old.final_map), None,
+            rows["phaseboost negentropy"] = (scorer.cc_map(old.final_map, old.grid), None,
                                              time.perf_counter() - start)
     return rows
 
