@@ -178,7 +178,9 @@ def compute_extrapolation(derivative: miller.array, native: miller.array, phases
     start = time.perf_counter()
     difference, coefficients = difference_stage(derivative, native, phases, params, log,
                                                 on_scaled)
-    pair, grid = difference.pair, difference.grid
+    pair = difference.pair
+    # the estimators read peak heights: on a grid finer than the TV stage's (map.sampling)
+    peak_grid = CellGrid.for_set(difference.grid.miller_set, sampling=settings.peak_sampling)
     model_array, _ = phases.common_sets(pair.derivative)
     if not model_array.indices().all_eq(pair.derivative.indices()):
         raise RuntimeError("F_model and the scaled pair are not on the same reflections")
@@ -190,7 +192,8 @@ def compute_extrapolation(derivative: miller.array, native: miller.array, phases
     raw = pair.delta_f * pair.unit_phases
     kind, gain, fallback = choice(settings.difference), 1.0, None
     if kind != "raw":
-        gain = difference_gain(grid.to_map(coefficients), grid.to_map(raw), settings.threshold)
+        gain = difference_gain(peak_grid.to_map(coefficients), peak_grid.to_map(raw),
+                               settings.threshold)
         if gain <= 0:
             fallback = (f"the {kind} difference points against the raw difference where it is "
                         f"strongest (gain {gain:.3g}): its denoising removed the signal; the "
@@ -204,7 +207,7 @@ def compute_extrapolation(derivative: miller.array, native: miller.array, phases
     if settings.occupancy is Auto or settings.occupancy is None:
         step = time.perf_counter()
         estimate = estimate_occupancy(
-            native_coefficients, model, raw, grid, method=settings.estimator,
+            native_coefficients, model, raw, peak_grid, method=settings.estimator,
             occupancy_range=tuple(settings.occupancy_range), threshold=settings.threshold,
             peak_fraction=settings.peak_fraction, n_bootstrap=settings.n_bootstrap,
             confidence=settings.confidence,

@@ -3,12 +3,15 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
-from meteor_cctbx.programs.diffmap import Program
+from meteor_cctbx.grid import CellGrid
 from meteor_cctbx.map_metrics import map_correlation
+from meteor_cctbx.programs.diffmap import Program
 
-from helpers import FAST, assert_one_line_sorry, example_inputs, mtz_arrays, run_program
+from helpers import (FAST, assert_one_line_sorry, example_inputs, mtz_arrays, read_map,
+                     run_program)
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +51,23 @@ def test_outputs_and_map_quality(example, finished_run):
                     "k =", "Scaling (anisotropic)"):
         assert heading in log
 
+
+
+def test_ccp4_map_is_the_output_coefficients_on_a_finer_grid(finished_run):
+    """<prefix>.ccp4 is the map of DELFWT/PHDELWT on a grid of spacing d_min/3
+    (output.map_sampling), finer than the TV stage's d_min/2 (map.sampling)."""
+    out, _ = finished_run
+    record = json.loads((out / "meteor_diffmap.json").read_text())
+    assert record["parameters"]["map.sampling"] == 2
+    assert record["parameters"]["output.map_sampling"] == 3
+    coefficients = mtz_arrays(out / "meteor_diffmap.mtz")["DELFWT,PHDELWT"]
+    expected = CellGrid.for_set(coefficients, sampling=3)
+    tv_grid = CellGrid.for_set(coefficients, sampling=2)
+    assert expected.n_voxels > 2 * tv_grid.n_voxels
+    manager, values = read_map(out / "meteor_diffmap.ccp4")
+    assert tuple(manager.map_data().all()) == expected.n_real
+    reference = expected.to_map(coefficients.data().as_numpy_array())
+    np.testing.assert_allclose(values, reference, atol=1e-5 * float(np.abs(reference).max()))
 
 def test_json_record(finished_run):
     out, _ = finished_run

@@ -361,13 +361,21 @@ def test_no_signal_falls_back_and_warns(source, phasing_model):
 
 
 def test_coarse_ends_are_left_out_only_when_not_needed(spread):
-    """A clear optimum inside the range: the ends of the coarse scan are not denoised, and the
-    record says so; the choice is the one the full scan makes."""
+    """The ends of the coarse scan are denoised only when the best of its inner points is
+    beside them (the bracket needs them then); the record lists those left out, and no point
+    lies beyond them."""
     lower, upper = default_params("diffmap").tv.relative_search_range
     scan = spread.default.tv_scan
-    assert sorted(scan.skipped) == pytest.approx([lower, upper])
+    scores = {round(float(np.log10(p.parameter)), 6): p.score for p in scan.points}
+    coarse = [round(float(u), 6) for u in np.linspace(np.log10(lower), np.log10(upper), 5)]
+    best_inner = max(coarse[1:-1], key=lambda u: scores[u])
+    needed = ({lower} if best_inner == coarse[1] else set()) | \
+        ({upper} if best_inner == coarse[-2] else set())
+    assert sorted(scan.skipped) == pytest.approx(sorted({lower, upper} - needed))
+    assert scan.skipped  # this case's optimum lies inside: at least one end is left out
     assert scan.as_dict()["skipped_end_points"] == scan.skipped
-    assert all(lower < p.parameter < upper for p in scan.points)
+    assert all(lower <= p.parameter <= upper for p in scan.points)
+    assert all(p.parameter not in scan.skipped for p in scan.points)
 
 
 def test_collapsed_maps_are_not_candidates():

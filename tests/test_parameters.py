@@ -273,6 +273,7 @@ CASES = {
         "output.prefix": (D, "other", "files"),
         "output.overwrite": (D, "True", "status"),  # base run meets an existing run.mtz
         "output.map": (D, "True", "files"),
+        "output.map_sampling": (D + ["output.map=True"], "4", "map"),
     },
     "phaseboost": {
         "model.bulk_solvent": (D + ["phaseboost.max_iterations=3"], "False", "map"),
@@ -353,6 +354,7 @@ CASES = {
         "extrapolate.negative_amplitudes": (EXTRAPOLATE, "drop", "map"),
         "extrapolate.threshold": (EXTRAPOLATE, "2", "map"),  # voxels of the gain
         "extrapolate.peak_fraction": (ESTIMATE, "0.3", "record"),
+        "extrapolate.peak_sampling": (ESTIMATE, "4", "record"),
         "extrapolate.n_bootstrap": (ESTIMATE, "20", "record"),
         "extrapolate.confidence": (ESTIMATE, "0.8", "record"),
         "extrapolate.seed": (ESTIMATE, "7", "record"),

@@ -13,6 +13,7 @@ from libtbx.utils import Sorry
 
 from meteor_cctbx import kweight, reflections
 from meteor_cctbx.data_manager_state import SKIP_MERGE
+from meteor_cctbx.grid import CellGrid
 from meteor_cctbx.difference_inputs import (DifferenceInputs, NativeSide,
                                             load_difference_inputs, resolve_files)
 from meteor_cctbx.phil import refuse_unused_template_output
@@ -125,7 +126,7 @@ class DifferenceProgram(ProgramTemplate):
         check_cell_map_memory(native.unit_cell(), native.d_min(), sampling,
                               MAP_BYTES_PER_POINT, f"A map of the unit cell of "
                               f"{self.files['native']} at spacing d_min/{sampling:g}",
-                              "lower map.sampling (3 is usual) or cut the data with d_min=<A>")
+                              "lower map.sampling (2 is the default) or cut the data with d_min=<A>")
         self.result = self.compute(self.inputs)
         self.seconds = time.perf_counter() - start
         self.write_outputs()
@@ -183,9 +184,9 @@ class DifferenceProgram(ProgramTemplate):
                 title=f"{self.program_name} difference map {names.dataset}",
                 names=names)
             if "map" in paths:
-                grid = self.result.grid
-                cell_map = grid.to_map(self.result.map_coefficients.data().as_numpy_array())
                 miller_set = self.result.map_coefficients
+                grid = CellGrid.for_set(miller_set, sampling=self.params.output.map_sampling)
+                cell_map = grid.to_map(miller_set.data().as_numpy_array())
                 write_cell_map_ccp4(paths["map"], cell_map, miller_set.unit_cell(),
                                     miller_set.space_group(),
                                     f"{self.program_name} difference map")
