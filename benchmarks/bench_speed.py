@@ -2,7 +2,7 @@
 cell size.
 
     python benchmarks/bench_speed.py [--parts A B] [--inputs real family]
-        [--programs diffmap phaseboost] [--skip-meteor-maps] [--sizes 3x1x1 3x3x1 3x3x3 5x5x3]
+        [--programs diffmap phaseboost] [--skip-meteor-maps] [--sizes 3x3x1 3x3x3 5x5x3 7x7x5]
         [--quick] [--out-dir benchmarks/_work/speed]
 
 Run it with a Python that has cctbx and this package (e.g. /work/main/.venv/bin/python), alone
@@ -40,10 +40,10 @@ multipliers so that the supercell keeps P 21 21 21, every atom then shaken by 0.
 that copies differ (no exact pseudo-translation), a ligand taken out near the asymmetric unit's
 centre and the pair simulated with ``synthetic.make_pair`` (noise, scales, a phasing model with
 errors).  A blob drawn directly in a large cell would not do: random_protein_like's cost grows
-much faster than its atom count (~30 s for a 58 x 64 x 70 A cell already), while the largest
-default supercell (5x5x3: 216 x 240 x 158 A, 49.5k atoms, 550k reflections, 33 M voxels) is
-built and written in ~10 s.  The default sizes 3x1x1 3x3x1 3x3x3 5x5x3 give grids of about
-1.3, 3.8, 11.5 and 33 M voxels (``--sizes 3`` takes the first three).  Each run goes through
+much faster than its atom count (~30 s for a 58 x 64 x 70 A cell already), while a 5x5x3
+supercell (216 x 240 x 158 A, 49.5k atoms, 550k reflections) is built and written in ~10 s.
+The default sizes 3x3x1 3x3x3 5x5x3 7x7x5 give TV grids (spacing d_min/2, map.sampling) of
+about 1.1, 3.4, 9.7 and 32 M voxels (``--sizes 3`` takes the first three).  Each run goes through
 a fresh wrapper process that reports the program's peak resident memory
 (``getrusage(RUSAGE_CHILDREN).ru_maxrss``).  Per size it prints cell, atoms, reflections,
 voxels (the run's JSON record, ``result.grid``), wall seconds, peak memory, seconds per
@@ -92,7 +92,7 @@ AMPLITUDE_LABELS = ("F", "SIGF")                # columns of family.write_case /
 
 SIZE_BASE_CELL = (43.2, 48.0, 52.8)             # A, P 21 21 21
 SIZE_D_MIN = 2.0                                # A
-SIZE_MULTIPLIERS = ("3x1x1", "3x3x1", "3x3x3", "5x5x3")   # ~1.3, 3.8, 11.5, 33 M voxels
+SIZE_MULTIPLIERS = ("3x3x1", "3x3x3", "5x5x3", "7x7x5")   # ~1.1, 3.4, 9.7, 32 M voxels
 SIZE_SHAKE_RMS = 0.5                            # A, after tiling
 QUICK = {"family_d_min": 3.5, "base_cell": (24.0, 26.0, 28.0), "size_d_min": 3.0,
          "sizes": ("1x1x1", "3x1x1")}

@@ -58,7 +58,7 @@ def test_ccp4_map_is_the_output_coefficients_on_a_finer_grid(finished_run):
     (output.map_sampling), finer than the TV stage's d_min/2 (map.sampling)."""
     out, _ = finished_run
     record = json.loads((out / "meteor_diffmap.json").read_text())
-    assert record["parameters"]["map.sampling"] == 2
+    assert record["result"]["map_sampling"] == 2  # map.sampling=Auto of meteor.diffmap
     assert record["parameters"]["output.map_sampling"] == 3
     coefficients = mtz_arrays(out / "meteor_diffmap.mtz")["DELFWT,PHDELWT"]
     expected = CellGrid.for_set(coefficients, sampling=3)

@@ -48,6 +48,11 @@ class Case:
     def cc(self, real_map) -> float:
         return float(np.corrcoef(np.asarray(real_map).ravel(), self.truth_map)[0, 1])
 
+    def cc_output(self, result) -> float:
+        """CC with the truth of a result's output coefficients (the map a user gets; its TV
+        stage may have run on another grid)."""
+        return self.cc(self.grid.to_map(result.map_coefficients.data().as_numpy_array()))
+
     def weighted_map(self) -> np.ndarray:
         raw = self.default.raw_coefficients.data().as_numpy_array()
         return self.grid.to_map(raw * kweight.kweights(raw, self.default.pair.sigma_delta,
@@ -236,7 +241,7 @@ def test_negentropy_criterion_keeps_the_old_rule(spread):
 
 def test_phaseboost_is_at_least_as_good_as_diffmap(spread):
     boosted = compute_phaseboost(spread.case.derivative, spread.case.native, spread.f_model)
-    assert spread.cc(boosted.final_map) >= spread.cc(spread.default.final_map) - 0.005
+    assert spread.cc_output(boosted) >= spread.cc_output(spread.default) - 0.005
     assert len(boosted.metadata["loop_tv_weights"]) == 1
 
 

@@ -8,8 +8,10 @@ from libtbx.utils import Sorry
 
 from meteor_cctbx.citations import PROGRAM_PAPERS, citation_phil
 from meteor_cctbx.difference_inputs import DifferenceInputs
+from meteor_cctbx.diffmap import DIFFMAP_SAMPLING
 from meteor_cctbx.extrapolate import ExtrapolationResult, compute_extrapolation
-from meteor_cctbx.phil import master_phil_str
+from meteor_cctbx.phaseboost import PHASEBOOST_SAMPLING
+from meteor_cctbx.phil import choice, master_phil_str
 from meteor_cctbx.programs.difference_program import DifferenceProgram
 from meteor_cctbx.programs.diffmap import difference_panels
 from meteor_cctbx.record import Panel
@@ -60,6 +62,12 @@ Usage:
     master_phil_str = master_phil_str("extrapolate")
     papers = PROGRAM_PAPERS["extrapolate"]
     citations = citation_phil("extrapolate")
+
+    @property
+    def default_sampling(self) -> float:
+        """map.sampling=Auto: that of the program whose difference is extrapolated."""
+        return (PHASEBOOST_SAMPLING if choice(self.params.extrapolate.difference) ==
+                "phaseboost" else DIFFMAP_SAMPLING)
 
     def validate(self) -> None:
         occupancy = self.params.extrapolate.occupancy
