@@ -10,7 +10,7 @@ from meteor_cctbx.grid import CellGrid
 from meteor_cctbx.map_metrics import map_correlation
 from meteor_cctbx.programs.diffmap import Program
 
-from helpers import (FAST, assert_one_line_sorry, example_inputs, mtz_arrays, read_map,
+from helpers import (assert_one_line_sorry, example_inputs, mtz_arrays, read_map,
                      run_program)
 
 
