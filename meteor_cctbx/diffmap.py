@@ -338,10 +338,9 @@ def tv_grid_sampling(params, default: float = DIFFMAP_SAMPLING) -> float:
 
 
 def scale_and_grid(derivative: miller.array, native: miller.array, phases: miller.array,
-                   params, log, default_sampling: float = DIFFMAP_SAMPLING
-                   ) -> tuple[ScaledPair, CellGrid]:
-    """Scale the pair (scaling.mode) and build the unit-cell grid (map.sampling, or
-    ``default_sampling`` when Auto); log both."""
+                   params, log, sampling: float) -> tuple[ScaledPair, CellGrid]:
+    """Scale the pair (scaling.mode) and build the unit-cell grid of spacing about
+    d_min/``sampling`` (map.sampling as tv_grid_sampling resolves it); log both."""
     scaling_mode = choice(params.scaling.mode)
     if not derivative.crystal_symmetry().is_similar_symmetry(native.crystal_symmetry()):
         print(f"  The derivative's cell ({fmt_cell(derivative.unit_cell())}) differs by "
@@ -355,7 +354,6 @@ def scale_and_grid(derivative: miller.array, native: miller.array, phases: mille
           f"derivative k={d.k:.4g} B_iso={d.b_iso:.2f} A^2 R {d.r_before:.3f} -> "
           f"{d.r_after:.3f}; native k={n.k:.4g} B_iso={n.b_iso:.2f} A^2 R {n.r_before:.3f} -> "
           f"{n.r_after:.3f}", file=log)
-    sampling = tv_grid_sampling(params, default_sampling)
     grid = CellGrid.for_set(pair.derivative, sampling=sampling)
     print(f"  Map grid {grid.n_real[0]} x {grid.n_real[1]} x {grid.n_real[2]} "
           f"({grid.n_voxels} voxels, spacing about d_min/{sampling:g})", file=log)
@@ -394,13 +392,14 @@ def compute_diffmap(derivative: miller.array, native: miller.array, phases: mill
     params = params if params is not None else default_params("diffmap")
     log = log or null_out()
     start = time.perf_counter()
-    pair, grid = scale_and_grid(derivative, native, phases, params, log)
+    sampling = tv_grid_sampling(params)
+    pair, grid = scale_and_grid(derivative, native, phases, params, log, sampling)
     if on_scaled is not None:
         on_scaled(pair)
     prepared = time.perf_counter()
     raw = pair.delta_f * pair.unit_phases
     enhancement = enhance(raw, pair.sigma_delta, grid, params, log)
-    metadata = result_metadata(pair, grid, enhancement, tv_grid_sampling(params))
+    metadata = result_metadata(pair, grid, enhancement, sampling)
     metadata["timings_seconds"].update(scaling_and_grid=prepared - start,
                                        total=time.perf_counter() - start)
     return DiffmapResult(

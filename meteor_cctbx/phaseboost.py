@@ -250,7 +250,8 @@ def compute_phaseboost(derivative: miller.array, native: miller.array, phases: m
     params = params if params is not None else default_params("phaseboost")
     log = log or null_out()
     start = time.perf_counter()
-    pair, grid = scale_and_grid(derivative, native, phases, params, log, PHASEBOOST_SAMPLING)
+    sampling = tv_grid_sampling(params, PHASEBOOST_SAMPLING)
+    pair, grid = scale_and_grid(derivative, native, phases, params, log, sampling)
     if on_scaled is not None:
         on_scaled(pair)
     native_coefficients = pair.native.data().as_numpy_array() * pair.unit_phases
@@ -285,8 +286,7 @@ def compute_phaseboost(derivative: miller.array, native: miller.array, phases: m
     else:
         print("  Final k-weighting and TV denoising of F_der' - F_nat:", file=log)
         enhancement = enhance(retrieved_difference, pair.sigma_delta, grid, params, log)
-    metadata = result_metadata(pair, grid, enhancement,
-                               tv_grid_sampling(params, PHASEBOOST_SAMPLING))
+    metadata = result_metadata(pair, grid, enhancement, sampling)
     metadata.update(stop_reason=retrieval.stop_reason,
                     iterations=[vars(i) for i in retrieval.iterations],
                     loop_tv_weights=loop_weights, loop_weight_scale=loop_scale,

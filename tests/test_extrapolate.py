@@ -209,7 +209,6 @@ def test_vanish_recovers_the_occupancy_of_removed_atoms(ideal):
     assert estimate.estimators["appear"].estimate is None
 
 
-
 def test_estimators_read_peaks_on_their_own_grid(case):
     """The occupancy is read on a d_min/peak_sampling grid whatever grid the TV stage used:
     the estimate and its interval do not move with map.sampling, and a coarser peak grid
@@ -227,6 +226,7 @@ def test_estimators_read_peaks_on_their_own_grid(case):
     finer_tv = estimate(map__sampling=3)
     assert (finer_tv.estimate, finer_tv.interval) == (default.estimate, default.interval)
     assert estimate(extrapolate__peak_sampling=2).estimate != default.estimate
+
 
 def test_noise_only_difference_is_refused_not_estimated(case):
     """Derivative = native with fresh noise: no number comes out, and the message says why and

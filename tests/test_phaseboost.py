@@ -109,12 +109,13 @@ def test_final_weight_is_the_initial_maps_in_map_units(example, example_f_model)
     the initial one's noise and twice its signal is not smoothed twice as hard."""
     from libtbx.utils import null_out
 
-    from meteor_cctbx.diffmap import enhance, scale_and_grid
-    from meteor_cctbx.phaseboost import enhance_as_initial
+    from meteor_cctbx.diffmap import enhance, scale_and_grid, tv_grid_sampling
+    from meteor_cctbx.phaseboost import PHASEBOOST_SAMPLING, enhance_as_initial
 
     params = default_params("phaseboost")
     pair, grid = scale_and_grid(example.pair.derivative, example.pair.native,
-                                example_f_model, params, null_out())
+                                example_f_model, params, null_out(),
+                                tv_grid_sampling(params, PHASEBOOST_SAMPLING))
     initial = pair.delta_f * pair.unit_phases
     first = enhance(initial, pair.sigma_delta, grid, params, null_out())
     initial_rms = first.tv_weight / first.tv_relative_weight
