@@ -3,7 +3,7 @@ truth, a brute-force oracle of the TV weight, meteor-maps and cctbx's Fo-Fo maps
 
     python benchmarks/bench_family.py [--d-min 1.8] [--site chromophore]
         [--changes compact spread] [--occupancies 0.1 0.2 0.4 1.0] [--noise 1 2]
-        [--meteor-maps] [--no-cctbx]
+        [--cell-change 0 1 2] [--meteor-maps] [--no-cctbx]
         [--no-phaseboost] [--no-diffmap] [--oracle-points 21] [--set KEY=VALUE ...]
 
 Cases come from ``meteor_cctbx.family`` (8a6g: the chromophore-free model as native, the
@@ -11,7 +11,9 @@ chromophore as ligand, compact or spread change, occupancy q, noise drawn from t
 sigmas x1 or x2, true structures shaken by 0.3 A so the phasing model is wrong).
 ``--site phe100_tyr183`` moves the change to a second site of the same crystal (the side
 chains of Phe 100 and Tyr 183 taken out of the native model: 15 atoms at B ~33 A^2 instead of
-the chromophore's ~19), which none of the defaults was tuned on.  Every map
+the chromophore's ~19), which none of the defaults was tuned on.  ``--cell-change 1 2`` adds
+non-isomorphous pairs: the derivative crystal's cell edges 1 or 2 % longer, its molecules
+rigid (``family.make_case``); their truth holds the lattice change too.  Every map
 is scored by its correlation over the unit cell with the true complex difference
 F_der - F_nat.  Per case the rows are:
 
@@ -55,6 +57,7 @@ import reference_tools  # noqa: E402
 
 from meteor_cctbx import family, kweight, tv  # noqa: E402
 from meteor_cctbx.diffmap import compute_diffmap, tv_settings  # noqa: E402
+from meteor_cctbx.example import write_amplitudes_mtz  # noqa: E402
 from meteor_cctbx.grid import CellGrid  # noqa: E402
 from meteor_cctbx.map_metrics import map_correlation  # noqa: E402
 from meteor_cctbx.maximize import maximize_scalar  # noqa: E402
@@ -134,7 +137,9 @@ def run_ours(case, f_model, args) -> dict:
         scorer = Scorer(result.grid.miller_set, case.true_difference)
         raw = result.raw_coefficients.data().as_numpy_array()
         sigma_delta = result.pair.sigma_delta
-        weighted = raw * kweight.kweights(raw, sigma_delta, result.k_parameter or 0.0)
+        difference = result.pair.weighted_difference  # what the TV stage was given
+        weighted = difference * kweight.kweights(difference, sigma_delta,
+                                                 result.k_parameter or 0.0)
         rows["DF_RAW"] = (scorer.cc_coefficients(raw), None, None)
         rows["k-weighted"] = (scorer.cc_coefficients(weighted), result.k_parameter, None)
         rows["TV validation (default)"] = (scorer.cc_map(result.final_map, result.grid),
@@ -157,8 +162,9 @@ def run_ours(case, f_model, args) -> dict:
         rows["phaseboost (default)"] = (scorer.cc_map(boost.final_map, boost.grid),
                                         boost.metadata["tv_weight_relative"],
                                         time.perf_counter() - start)
-        retrieved = (boost.derivative_coefficients.data().as_numpy_array()
-                     - boost.pair.native.data().as_numpy_array() * boost.pair.unit_phases)
+        retrieved = boost.pair.weighted(
+            boost.derivative_coefficients.data().as_numpy_array()
+            - boost.pair.native.data().as_numpy_array() * boost.pair.unit_phases)
         retrieved = retrieved * kweight.kweights(retrieved, sigma_delta,
                                                  boost.k_parameter or 0.0)
         rows["phaseboost oracle"] = oracle(retrieved, boost.grid, scorer,
@@ -177,7 +183,8 @@ def run_anchors(case, paths: dict, out_dir: Path, args) -> dict:
     """cctbx Fo-Fo (plain, multiscale) and meteor-maps, as subprocesses."""
     import bench_difference_maps as bdm
 
-    inputs = SimpleNamespace(cctbx_derivative_mtz=paths["derivative"],
+    inputs = SimpleNamespace(cctbx_derivative_mtz=paths.get("derivative_native_cell",
+                                                            paths["derivative"]),
                              cctbx_native_mtz=paths["native"], derivative_mtz=paths["derivative"],
                              native_mtz=paths["native"], derivative_labels=("F", "SIGF"),
                              native_labels=("F", "SIGF"), model_pdb=paths["model"])
@@ -208,6 +215,9 @@ def main(argv=None) -> int:
     parser.add_argument("--occupancies", nargs="+", type=float,
                         default=list(family.OCCUPANCIES))
     parser.add_argument("--noise", nargs="+", type=float, default=list(family.NOISE_SCALES))
+    parser.add_argument("--cell-change", nargs="+", type=float, default=[0.0],
+                        help="per cent longer cell edges of the derivative crystal (0: "
+                             "isomorphous)")
     parser.add_argument("--meteor-maps", action="store_true")
     parser.add_argument("--no-cctbx", dest="cctbx", action="store_false")
     parser.add_argument("--no-phaseboost", dest="phaseboost", action="store_false")
@@ -237,10 +247,18 @@ def main(argv=None) -> int:
     model = mmtbx.model.manager(model_input=iotbx.pdb.input(
         source_info=None, lines=source.phasing_model_pdb.splitlines()))
     summary = {}
-    for case in family.family_cases(source, args.changes, args.occupancies, args.noise):
+    for case in family.family_cases(source, args.changes, args.occupancies, args.noise,
+                                    cell_changes=args.cell_change):
         print(f"\n== {case.name}: {case.native.size()} reflections", flush=True)
         out_dir = args.out_dir / case.name
         paths = family.write_case(case, out_dir)
+        if not case.derivative.crystal_symmetry().is_similar_symmetry(
+                case.native.crystal_symmetry()):
+            # fobs_minus_fobs_map stops on a cell mismatch: it gets the derivative relabelled
+            # with the native's cell, as our programs do and a user would have to
+            paths["derivative_native_cell"] = out_dir / "derivative_native_cell.mtz"
+            write_amplitudes_mtz(paths["derivative_native_cell"], case.derivative.customized_copy(
+                crystal_symmetry=case.native.crystal_symmetry()))
         f_model = model_structure_factors(model, case.native).f_model
         rows = run_ours(case, f_model, args)
         rows.update(run_anchors(case, paths, out_dir, args))

@@ -22,6 +22,9 @@ PAPERS = {
     "french_wilson": ("French S, Wilson K", "On the treatment of negative intensity "
                       "observations", "Acta Cryst. A", "34", "517-525", 1978,
                       "10.1107/S0567739478001114"),
+    "read_1986": ("Read RJ", "Improved Fourier coefficients for maps using phases from "
+                  "partial structures with errors", "Acta Cryst. A", "42", "140-149", 1986,
+                  "10.1107/S0108767386099622"),
     "occupy": ("Forsberg BO, Shah PNM, Burt A",
                "A robust normalized local filter to estimate compositional heterogeneity "
                "directly from cryo-EM maps", "Nat. Commun.", "14", "5802", 2023,
@@ -41,13 +44,13 @@ PAPERS = {
 
 #: Papers each program rests on.
 PROGRAM_PAPERS = {
-    "diffmap": ("meteor", "rof", "beck_teboulle", "french_wilson"),
-    "phaseboost": ("meteor", "rof", "beck_teboulle", "french_wilson"),
+    "diffmap": ("meteor", "rof", "beck_teboulle", "french_wilson", "read_1986"),
+    "phaseboost": ("meteor", "rof", "beck_teboulle", "french_wilson", "read_1986"),
     "local_scale": ("occupy",),
     "sharpen": ("terwilliger_2018",),
     # the extrapolation, on meteor.diffmap's k-weighted, TV-denoised difference
     "extrapolate": ("genick_2007", "coquelle_2018", "meteor", "rof", "beck_teboulle",
-                    "french_wilson"),
+                    "french_wilson", "read_1986"),
 }
 
 

@@ -22,6 +22,7 @@ from libtbx import Auto
 from libtbx.utils import Sorry, null_out
 
 from meteor_cctbx import kweight, parameter_choice, tv
+from meteor_cctbx.figure_of_merit import sigmaa_figures_of_merit
 from meteor_cctbx.grid import CellGrid
 from meteor_cctbx.maximize import ScanResult, scan_point_logger
 from meteor_cctbx.negentropy import negentropy
@@ -40,11 +41,23 @@ class ScaledPair:
     unit_phases: np.ndarray  # exp(i phi), complex, one per reflection
     derivative_scale: ScaleFit
     native_scale: ScaleFit
+    #: figure of merit of each model phase (figure_of_merit.mode; None: not weighted)
+    figures_of_merit: np.ndarray | None = None
 
     @property
     def delta_f(self) -> np.ndarray:
         """|F_der| - |F_nat| (scaled), signed."""
         return self.derivative.data().as_numpy_array() - self.native.data().as_numpy_array()
+
+    def weighted(self, coefficients: np.ndarray) -> np.ndarray:
+        """``coefficients`` times the figures of merit (unchanged without them)."""
+        return coefficients if self.figures_of_merit is None else \
+            coefficients * self.figures_of_merit
+
+    @property
+    def weighted_difference(self) -> np.ndarray:
+        """m (|F_der| - |F_nat|) exp(i phi): the difference the map is made of."""
+        return self.weighted(self.delta_f * self.unit_phases)
 
     @property
     def sigma_delta(self) -> np.ndarray | None:
@@ -88,9 +101,11 @@ def common_reflections(derivative: miller.array, native: miller.array, phases: m
 
 
 def scale_pair(derivative: miller.array, native: miller.array, phases: miller.array,
-               mode: str, max_cell_difference_percent: float = 3.0) -> ScaledPair:
+               mode: str, max_cell_difference_percent: float = 3.0,
+               figure_of_merit: str = "none") -> ScaledPair:
     """Scale both data sets to |phases| (when it carries amplitudes) or the derivative to the
-    native (when the phases have unit modulus); return them with the unit phases."""
+    native (when the phases have unit modulus); return them with the unit phases and, for
+    ``figure_of_merit`` = "sigmaa" and phases with amplitudes, the phases' figures of merit."""
     derivative, native, phases = common_reflections(derivative, native, phases,
                                                     max_cell_difference_percent)
     values = phases.data().as_numpy_array()
@@ -101,8 +116,11 @@ def scale_pair(derivative: miller.array, native: miller.array, phases: miller.ar
     native_fit = fit_scale(native, reference, "none" if phases_only else mode)
     derivative_fit = fit_scale(derivative, native_fit.apply(native) if phases_only
                                else reference, mode)
-    return ScaledPair(derivative_fit.apply(derivative), native_fit.apply(native), unit_phases,
-                      derivative_fit, native_fit)
+    scaled_native = native_fit.apply(native)
+    figures = (sigmaa_figures_of_merit(scaled_native, phases)
+               if figure_of_merit == "sigmaa" and not phases_only else None)
+    return ScaledPair(derivative_fit.apply(derivative), scaled_native, unit_phases,
+                      derivative_fit, native_fit, figures)
 
 
 @dataclass
@@ -347,13 +365,20 @@ def scale_and_grid(derivative: miller.array, native: miller.array, phases: mille
               f"{max_cell_difference(derivative.unit_cell(), native.unit_cell()):.2f} % from "
               f"the native's ({fmt_cell(native.unit_cell())}): its reflections are put on "
               f"the native's cell.", file=log)
+    fom_mode = choice(params.figure_of_merit.mode)
     pair = scale_pair(derivative, native, phases, scaling_mode,
-                      params.isomorphism.max_cell_difference)
+                      params.isomorphism.max_cell_difference, fom_mode)
     d, n = pair.derivative_scale, pair.native_scale
     print(f"  Scaling ({scaling_mode}) on {pair.derivative.size()} common reflections: "
           f"derivative k={d.k:.4g} B_iso={d.b_iso:.2f} A^2 R {d.r_before:.3f} -> "
           f"{d.r_after:.3f}; native k={n.k:.4g} B_iso={n.b_iso:.2f} A^2 R {n.r_before:.3f} -> "
           f"{n.r_after:.3f}", file=log)
+    if pair.figures_of_merit is not None:
+        print(f"  Difference weighted by the figures of merit of the model phases (sigmaA): "
+              f"mean m {pair.figures_of_merit.mean():.3f}", file=log)
+    elif fom_mode == "sigmaa":
+        print("  The phases carry no amplitudes: no figures of merit, the difference is not "
+              "weighted by them.", file=log)
     grid = CellGrid.for_set(pair.derivative, sampling=sampling)
     print(f"  Map grid {grid.n_real[0]} x {grid.n_real[1]} x {grid.n_real[2]} "
           f"({grid.n_voxels} voxels, spacing about d_min/{sampling:g})", file=log)
@@ -369,6 +394,8 @@ def result_metadata(pair: ScaledPair, grid: CellGrid, enhancement: Enhancement,
     """Scaling, negentropies, chosen parameters, scans and timings for the run record."""
     return {"n_reflections": pair.derivative.size(), "grid": list(grid.n_real),
             "map_sampling": sampling,
+            "mean_figure_of_merit": None if pair.figures_of_merit is None
+            else float(pair.figures_of_merit.mean()),
             "scaling": {"derivative": pair.derivative_scale.as_dict(),
                         "native": pair.native_scale.as_dict()},
             "negentropy": enhancement.negentropy,
@@ -398,7 +425,7 @@ def compute_diffmap(derivative: miller.array, native: miller.array, phases: mill
         on_scaled(pair)
     prepared = time.perf_counter()
     raw = pair.delta_f * pair.unit_phases
-    enhancement = enhance(raw, pair.sigma_delta, grid, params, log)
+    enhancement = enhance(pair.weighted_difference, pair.sigma_delta, grid, params, log)
     metadata = result_metadata(pair, grid, enhancement, sampling)
     metadata["timings_seconds"].update(scaling_and_grid=prepared - start,
                                        total=time.perf_counter() - start)

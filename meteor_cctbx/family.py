@@ -14,7 +14,12 @@ F_nat + (F_der - F_nat)/q are exactly F_minor.  Two kinds of change make the min
   30 % within 10 A of the ligand.
 
 The true native is the deposited model shaken by ~0.3 A rms, so the phasing model (the deposited
-model itself) is honestly wrong.  Amplitudes are 'measured' on the reflections of a real data
+model itself) is honestly wrong.  A non-isomorphous case (``cell_change`` per cent) grows the
+derivative crystal's cell edges by that much with the asymmetric unit's Cartesian coordinates
+kept (rigid molecules, the lattice expanded: the symmetry mates move by up to ~cell_change % of
+the cell); both of its states are computed in that cell on the same indices, and its true
+difference F_der - F_nat holds the lattice change as well as the minor state (as a reference
+built from two refined models, each in its own cell, does).  Amplitudes are 'measured' on the reflections of a real data
 set with noise drawn from its sigmas: sigma(h) = noise_scale x (SIGF/<F>_shell of the real data
 at h) x <|F_true|>_shell, one real sigma column per data set; each data set gets its own overall
 scale and anisotropic B.
@@ -63,12 +68,20 @@ class TwoStateSource:
     signal_sites: dict[str, flex.vec3_double]
     _f_true: dict[str, miller.array] = field(default_factory=dict, repr=False)
 
-    def true_structure_factors(self, state: str) -> miller.array:
-        """Complex F (absolute scale, flat bulk solvent) of 'native' or a change kind; cached."""
-        if state not in self._f_true:
+    def true_structure_factors(self, state: str, cell_change: float = 0.0) -> miller.array:
+        """Complex F (absolute scale, flat bulk solvent) of 'native' or a change kind, in the
+        native's cell or in one whose edges are ``cell_change`` per cent longer (the same
+        Cartesian coordinates, the same indices); cached."""
+        key = (state, cell_change)
+        if key not in self._f_true:
             structure = self.true_native if state == "native" else self.minor_states[state]
-            self._f_true[state] = true_structure_factors(structure, self.miller_set)
-        return self._f_true[state]
+            miller_set = self.miller_set
+            if cell_change:
+                structure = with_cell_edges_scaled(structure, 1 + cell_change / 100)
+                miller_set = miller_set.customized_copy(
+                    crystal_symmetry=structure.crystal_symmetry())
+            self._f_true[key] = true_structure_factors(structure, miller_set)
+        return self._f_true[key]
 
 
 @dataclass
@@ -84,8 +97,9 @@ class FamilyCase:
     phasing_model: xray.structure
     phasing_model_pdb: str
     true_native: miller.array      # complex F_nat
-    true_minor: miller.array       # complex F of the pure minor state
-    true_difference: miller.array  # complex F_der - F_nat = q (F_minor - F_nat)
+    true_minor: miller.array       # complex F of the pure minor state (native's cell)
+    true_difference: miller.array  # complex F_der - F_nat = q (F_minor - F_nat), plus the
+    #                                lattice change of a non-isomorphous case
     signal_sites: flex.vec3_double
 
     @property
@@ -136,22 +150,29 @@ def measure(f_true: miller.array, relative_sigmas: np.ndarray, noise_scale: floa
 
 
 def make_case(source: TwoStateSource, change: str, occupancy: float, noise_scale: float,
-              seed: int = 0) -> FamilyCase:
-    """One case of the family: measured pair, phasing model and truths."""
+              seed: int = 0, cell_change: float = 0.0) -> FamilyCase:
+    """One case of the family: measured pair, phasing model and truths; ``cell_change``
+    (per cent) makes the derivative crystal non-isomorphous (module docstring)."""
     if not 0 < occupancy <= 1:
         raise ValueError(f"occupancy must be in (0, 1], got {occupancy}")
     f_native = source.true_structure_factors("native")
     f_minor = source.true_structure_factors(change)
-    difference = f_native.customized_copy(data=(f_minor.data() - f_native.data()) * occupancy)
-    f_derivative = f_native.customized_copy(data=f_native.data() + difference.data())
+    own_native, own_minor = (source.true_structure_factors(state, cell_change)
+                             for state in ("native", change))
+    minor_change = (own_minor.data() - own_native.data()) * occupancy
+    f_derivative = own_native.customized_copy(data=own_native.data() + minor_change)
+    difference = f_native.customized_copy(
+        data=f_derivative.data() - f_native.data() if cell_change else minor_change)
     case_seed = [seed, CHANGES.index(change), int(round(occupancy * 1000)),
-                 int(round(noise_scale * 100))]
+                 int(round(noise_scale * 100))] + ([int(round(cell_change * 100))]
+                                                   if cell_change else [])
     rng = np.random.default_rng(case_seed)
     native = measure(f_native, source.relative_sigmas["native"], noise_scale, *NATIVE_SCALE,
                      rng)
     derivative = measure(f_derivative, source.relative_sigmas["derivative"], noise_scale,
                          *DERIVATIVE_SCALE, rng)
-    name = f"{source.name}_{change}_q{occupancy:g}_noise{noise_scale:g}"
+    name = (f"{source.name}_{change}_q{occupancy:g}_noise{noise_scale:g}"
+            + (f"_cell{cell_change:+g}" if cell_change else ""))
     return FamilyCase(name, change, occupancy, noise_scale, derivative, native,
                       source.phasing_model, source.phasing_model_pdb, f_native, f_minor,
                       difference, source.signal_sites[change])
@@ -159,16 +180,31 @@ def make_case(source: TwoStateSource, change: str, occupancy: float, noise_scale
 
 def family_cases(source: TwoStateSource, changes: Sequence[str] = CHANGES,
                  occupancies: Sequence[float] = OCCUPANCIES,
-                 noise_scales: Sequence[float] = NOISE_SCALES, seed: int = 0
-                 ) -> Iterator[FamilyCase]:
-    """Every combination of change, occupancy and noise level, in that order."""
+                 noise_scales: Sequence[float] = NOISE_SCALES, seed: int = 0,
+                 cell_changes: Sequence[float] = (0.0,)) -> Iterator[FamilyCase]:
+    """Every combination of change, occupancy, noise level and cell change, in that order."""
     for change in changes:
         for occupancy in occupancies:
             for noise_scale in noise_scales:
-                yield make_case(source, change, occupancy, noise_scale, seed)
+                for cell_change in cell_changes:
+                    yield make_case(source, change, occupancy, noise_scale, seed, cell_change)
 
 
 # ------------------------------------------------------------------------- building states
+
+def with_cell_edges_scaled(structure: xray.structure, factor: float) -> xray.structure:
+    """Copy in a cell whose edges a, b, c are ``factor`` times longer (angles and space group
+    kept), its atoms at the same Cartesian sites (isotropic ADPs)."""
+    from cctbx import crystal
+
+    parameters = list(structure.unit_cell().parameters())
+    symmetry = crystal.symmetry(unit_cell=[p * factor for p in parameters[:3]] + parameters[3:],
+                                space_group_info=structure.space_group_info())
+    copy = xray.structure(crystal.special_position_settings(symmetry),
+                          structure.scatterers().deep_copy())
+    copy.set_sites_cart(structure.sites_cart())
+    return copy
+
 
 def shaken(structure: xray.structure, rms: float, seed: int) -> xray.structure:
     """Copy with random coordinate errors of ``rms`` A (seeded)."""

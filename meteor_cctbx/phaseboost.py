@@ -263,7 +263,7 @@ def compute_phaseboost(derivative: miller.array, native: miller.array, phases: m
     first = None
     if as_initial:
         print("  k-weighting and TV denoising chosen on the initial difference map:", file=log)
-        first = enhance(initial, pair.sigma_delta, grid, params, log)
+        first = enhance(pair.weighted_difference, pair.sigma_delta, grid, params, log)
     loop_weights, loop_scan, loop_scale = loop_tv_weights(initial, first, grid, params, log)
     validating = "validation" in (choice(params.tv.criterion), choice(params.kweight.criterion))
     # re-chosen after the loop by validation: its free reflections must not enter the loop
@@ -281,11 +281,12 @@ def compute_phaseboost(derivative: miller.array, native: miller.array, phases: m
     retrieved_difference = retrieval.derivative - native_coefficients
     if as_initial:
         print("  Final map of F_der' - F_nat with the initial map's k and TV weight:", file=log)
-        enhancement = enhance_as_initial(first, retrieved_difference, pair.sigma_delta, grid,
-                                         params, log)
+        enhancement = enhance_as_initial(first, pair.weighted(retrieved_difference),
+                                         pair.sigma_delta, grid, params, log)
     else:
         print("  Final k-weighting and TV denoising of F_der' - F_nat:", file=log)
-        enhancement = enhance(retrieved_difference, pair.sigma_delta, grid, params, log)
+        enhancement = enhance(pair.weighted(retrieved_difference), pair.sigma_delta, grid,
+                              params, log)
     metadata = result_metadata(pair, grid, enhancement, sampling)
     metadata.update(stop_reason=retrieval.stop_reason,
                     iterations=[vars(i) for i in retrieval.iterations],

@@ -133,7 +133,7 @@ def test_tv_max_iterations_and_map_sampling_reach_the_solver_and_grid(small, f_m
     spacing = cell / np.array(result.grid.n_real)
     assert (spacing <= pair.native.d_min() / 4.0 + 1e-6).all()
     assert (spacing > pair.native.d_min() / 4.0 * 0.75).all()  # not much finer than asked
-    raw = result.raw_coefficients.data().as_numpy_array()
+    raw = result.pair.weighted_difference
     weighted = result.grid.to_map(raw * kweight.kweights(raw, result.pair.sigma_delta,
                                                          params.kweight.k_parameter))
     seven = tv.denoise(weighted, params.tv.weight, tv_settings(params))

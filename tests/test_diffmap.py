@@ -45,7 +45,7 @@ def test_optimised_map_is_the_one_its_chosen_parameters_give(default_result):
     from meteor_cctbx import kweight, tv
 
     result = default_result
-    raw = result.raw_coefficients.data().as_numpy_array()
+    raw = result.pair.weighted_difference  # m dF exp(i phi), figures of merit m
     weighted = result.grid.to_map(raw * kweight.kweights(raw, result.pair.sigma_delta,
                                                          result.k_parameter))
     assert np.abs(result.final_map - tv.denoise(weighted, result.tv_weight)).max() < \
@@ -73,7 +73,7 @@ def test_fixed_modes_use_given_parameters(example, f_model):
     assert result.kweight_scan is None and result.tv_scan is None
     # and the map is the one those parameters give
     from meteor_cctbx import kweight, tv
-    raw = result.raw_coefficients.data().as_numpy_array()
+    raw = result.pair.weighted_difference  # m dF exp(i phi), figures of merit m
     weighted = result.grid.to_map(raw * kweight.kweights(raw, result.pair.sigma_delta, 0.2))
     assert np.array_equal(result.final_map, tv.denoise(weighted, 0.03))
 

@@ -92,7 +92,8 @@ def test_chimerax_script_names_its_models(diffmap_then_local_scale):
 def test_phase_column_alone_does_not_bring_its_amplitudes(example, example_f_model, in_tmp,
                                                           capsys):
     """phases.labels=PHIC uses the phases only and scales the derivative to the native;
-    phases.labels=FC,PHIC scales both to FC (here 3 x F_model, so the scales differ)."""
+    phases.labels=FC,PHIC scales both to FC (here 3 x F_model, so the scales differ); without
+    figures of merit, which FC,PHIC would bring and PHIC cannot, so that only scales differ."""
     write_map_coefficients_mtz(in_tmp / "refine.mtz", [(example_f_model * 3, "FC", "PHIC")])
     records = {}
     for labels in ("PHIC", "FC,PHIC"):
@@ -100,7 +101,7 @@ def test_phase_column_alone_does_not_bring_its_amplitudes(example, example_f_mod
         status, out, err = run_program(
             diffmap.Program, example_inputs(example)[:2] + FAST + [
                 "phases.file_name=refine.mtz", f"phases.labels={labels}",
-                f"output.prefix={prefix}"], capsys)
+                "figure_of_merit.mode=none", f"output.prefix={prefix}"], capsys)
         assert status == 0, err
         records[labels] = json.loads((in_tmp / f"{prefix}.json").read_text())
         if labels == "PHIC":
@@ -170,8 +171,8 @@ def test_show_defaults_is_an_editable_documented_eff(name, capsys):
 
 @pytest.fixture(scope="module")
 def named_run(example, tmp_path_factory):
-    """diffmap on inputs whose MTZ headers name project, crystal and dataset; no scaling and
-    fixed k, so that SIGDF can be checked against the input sigmas."""
+    """diffmap on inputs whose MTZ headers name project, crystal and dataset; no scaling, no
+    figures of merit and fixed k, so that SIGDF can be checked against the input sigmas."""
     from meteor_cctbx.command_line import run_as_command
 
     folder = tmp_path_factory.mktemp("named")
@@ -182,7 +183,8 @@ def named_run(example, tmp_path_factory):
                              wavelength=0.9793).mtz_object().write(str(folder / f"{role}.mtz"))
     (folder / "model.pdb").write_bytes((example.dir / "model.pdb").read_bytes())
     args = ["derivative.mtz", "native.mtz", "model.pdb", "scaling.mode=none",
-            "kweight.mode=fixed", "kweight.k_parameter=0.5", "tv.mode=fixed"]
+            "figure_of_merit.mode=none", "kweight.mode=fixed", "kweight.k_parameter=0.5",
+            "tv.mode=fixed"]
     here = os.getcwd()
     os.chdir(folder)
     try:

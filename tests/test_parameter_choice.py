@@ -54,7 +54,8 @@ class Case:
         return self.cc(self.grid.to_map(result.map_coefficients.data().as_numpy_array()))
 
     def weighted_map(self) -> np.ndarray:
-        raw = self.default.raw_coefficients.data().as_numpy_array()
+        """The map the default's TV stage denoised: m dF exp(i phi), k-weighted."""
+        raw = self.default.pair.weighted_difference
         return self.grid.to_map(raw * kweight.kweights(raw, self.default.pair.sigma_delta,
                                                        self.default.k_parameter))
 

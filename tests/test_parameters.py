@@ -252,6 +252,7 @@ CASES = {
         "isomorphism.max_cell_difference": (CELL, "0.5", "status"),
         "isomorphism.n_bins": (D, "4", "record"),
         "scaling.mode": (D, "isotropic", "map"),
+        "figure_of_merit.mode": (D, "none", "map"),
         "kweight.mode": (D, "none", "map"),
         "kweight.criterion": (OPTIMIZE_K, "negentropy", "any"),
         "kweight.k_parameter": (D, "0.5", "map"),

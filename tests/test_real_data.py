@@ -37,9 +37,11 @@ def data():
 
 
 def test_k_weighted_map_reproduces_the_reference(data):
-    """Same phases (FC_nochrom) and k = 0.05 as the reference F_k column."""
+    """Same phases (FC_nochrom) and k = 0.05 as the reference F_k column (which has no
+    figure-of-merit weighting)."""
     params = default_params("diffmap")
     params.kweight.mode, params.kweight.k_parameter, params.tv.mode = "fixed", 0.05, "none"
+    params.figure_of_merit.mode = "none"
     phases = load_phases(data["mtz"], "FC_nochrom,PHIC_nochrom")
     result = compute_diffmap(data["derivative"], data["native"], phases, params)
     assert map_correlation(result.map_coefficients, data["F_k"]) > 0.99

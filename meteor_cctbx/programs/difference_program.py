@@ -15,7 +15,7 @@ from meteor_cctbx import kweight, reflections
 from meteor_cctbx.data_manager_state import SKIP_MERGE
 from meteor_cctbx.difference_inputs import (DifferenceInputs, NativeSide,
                                             load_difference_inputs, resolve_files)
-from meteor_cctbx.diffmap import DIFFMAP_SAMPLING, tv_grid_sampling
+from meteor_cctbx.diffmap import DIFFMAP_SAMPLING, complex_array, tv_grid_sampling
 from meteor_cctbx.grid import CellGrid
 from meteor_cctbx.phil import refuse_unused_template_output
 from meteor_cctbx.record import (MtzNames, check_outputs_writable, output_set,
@@ -26,16 +26,22 @@ from meteor_cctbx.resources import check_cell_map_memory
 
 
 def weighted_difference(difference: miller.array, sigma_delta: np.ndarray | None,
-                        k: float | None) -> miller.array:
-    """The k-weighted difference w*dF (complex, derivative minus native) with sigmas
-    w*sigma_D, sigma_D = sqrt(sigma_der^2 + sigma_nat^2) in the same order; w are the k-weights
-    the map used (mean 1), or 1 without k-weighting (k None).  No sigmas without sigma_D."""
+                        k: float | None, figures_of_merit: np.ndarray | None = None
+                        ) -> miller.array:
+    """The k-weighted difference w*dF (complex, derivative minus native; ``difference`` is
+    already weighted by the ``figures_of_merit`` m when the map was) with sigmas
+    w*m*sigma_D, sigma_D = sqrt(sigma_der^2 + sigma_nat^2) in the same order; w are the
+    k-weights the map used (mean 1), or 1 without k-weighting (k None).  No sigmas without
+    sigma_D."""
     values = difference.data().as_numpy_array()
     if sigma_delta is None:
         return difference
     weights = np.ones(len(values)) if k is None else kweight.kweights(values, sigma_delta, k)
+    sigmas = np.asarray(sigma_delta) * weights
+    if figures_of_merit is not None:
+        sigmas = sigmas * figures_of_merit
     return difference.customized_copy(data=flex.complex_double(values * weights),
-                                      sigmas=flex.double(np.asarray(sigma_delta) * weights))
+                                      sigmas=flex.double(sigmas))
 
 
 def difference_names(files: dict, params) -> MtzNames:
@@ -152,14 +158,16 @@ class DifferenceProgram(ProgramTemplate):
         self.inputs.summary["isomorphism_shells"] = [vars(s) for s in shells]
 
     def weighted_difference_input(self) -> miller.array:
-        """The complex difference the k-weighting acted on: the unweighted dF here."""
-        return self.result.raw_coefficients
+        """The complex difference the k-weighting acted on: m dF here (figures of merit m)."""
+        pair = self.result.pair
+        return complex_array(pair.derivative, pair.weighted_difference)
 
     def mtz_columns(self) -> list[tuple]:
         """(complex array, amplitude label, phase label[, sigma label]) written to
         <prefix>.mtz: the final map, the k-weighted difference with its sigma, the raw one."""
-        weighted = weighted_difference(self.weighted_difference_input(),
-                                       self.result.pair.sigma_delta, self.result.k_parameter)
+        pair = self.result.pair
+        weighted = weighted_difference(self.weighted_difference_input(), pair.sigma_delta,
+                                       self.result.k_parameter, pair.figures_of_merit)
         return [(self.result.map_coefficients, "DELFWT", "PHDELWT"),
                 (weighted, "DF", "PHIDF", "SIGDF"),
                 (self.result.raw_coefficients, "DF_RAW", "PHIDF_RAW")]

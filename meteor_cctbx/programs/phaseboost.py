@@ -39,12 +39,12 @@ Usage:
                                   self.params, self.logger, on_scaled=self.report_isomorphism)
 
     def weighted_difference_input(self) -> miller.array:
-        """F_der' - F_nat, the retrieved difference the final k-weighting acted on."""
+        """m (F_der' - F_nat), the retrieved difference the final k-weighting acted on."""
         pair = self.result.pair
         native = pair.native.data().as_numpy_array() * pair.unit_phases
         retrieved = self.result.derivative_coefficients
         return retrieved.customized_copy(data=flex.complex_double(
-            retrieved.data().as_numpy_array() - native))
+            pair.weighted(retrieved.data().as_numpy_array() - native)))
 
     def mtz_columns(self) -> list[tuple]:
         return super().mtz_columns() + [(self.result.derivative_coefficients, "F_DERIV",
