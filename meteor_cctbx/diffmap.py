@@ -8,7 +8,8 @@
 complex array (F_model or FC,PHIC: amplitudes serve as the scaling reference, phases as the
 phases of both data sets), or complex numbers of modulus one when only phases are known (then
 the derivative is scaled onto the native).  Steps: common reflections -> scaling ->
-dF = (|F_der| - |F_nat|) exp(i phi) -> k-weighting -> TV denoising.
+dF = (|F_der| - |F_nat|) exp(i phi) -> times the figures of merit m of the model phases
+(figure_of_merit.mode; not with phases alone) -> k-weighting -> TV denoising.
 """
 from __future__ import annotations
 

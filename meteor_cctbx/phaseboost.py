@@ -16,9 +16,11 @@ difference map (held-out reflections, as in meteor.diffmap; Auto: 0.75 for a cle
 giving the highest negentropy (meteor-maps' rule), and the loop also stops when that
 negentropy decreases (the update is discarded).  It stops when the mean absolute change of the
 derivative phases falls below ``convergence_tolerance`` (degrees) or after ``max_iterations``.
-By default (``final_parameters=initial``) the final map of F_der' - F_nat is k-weighted and
-denoised with the k and the TV weight (in map units) chosen on the initial map, and the loop
-uses every reflection; a second validation would need free reflections kept out of the loop
+The loop works on the unweighted difference (it imposes the measured amplitudes); the initial
+and final maps are of the difference times the figures of merit m of the model phases, as in
+meteor.diffmap.  By default (``final_parameters=initial``) the final map of m (F_der' - F_nat)
+is k-weighted and denoised with the k and the TV weight (in map units) chosen on the initial
+map, and the loop uses every reflection; a second validation would need free reflections kept out of the loop
 (``final_parameters=retrieved`` does that; on the benchmark family at 2.0 A its maps
 correlate as well or worse with the truth on every case, by up to 0.024).
 """
