@@ -43,6 +43,22 @@ def mtz_arrays(path: Path) -> dict:
     return {a.info().label_string(): a for a in iotbx.mtz.object(str(path)).as_miller_arrays()}
 
 
+def difference_columns(path: Path, pair) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """DF_RAW, DF (complex) and SIGDF of a difference program's MTZ on the reflections it
+    shares with the input pair (a SyntheticPair), with sigma_D = sqrt(sigma_der^2 +
+    sigma_nat^2) of the inputs on the same reflections."""
+    arrays = mtz_arrays(path)
+    raw, weighted, sigdf = arrays["DF_RAW,PHIDF_RAW"], arrays["DF,PHIDF"], arrays["SIGDF"]
+    derivative, native = pair.derivative.common_sets(pair.native)
+    derivative, raw = derivative.common_sets(raw)
+    native, _ = native.common_sets(raw)
+    weighted, _ = weighted.common_sets(raw)
+    sigdf, _ = sigdf.common_sets(raw)
+    sigma_d = np.hypot(derivative.sigmas().as_numpy_array(), native.sigmas().as_numpy_array())
+    return (raw.data().as_numpy_array(), weighted.data().as_numpy_array(),
+            sigdf.data().as_numpy_array(), sigma_d)
+
+
 def assert_one_line_sorry(status: int, err: str, *fragments: str) -> None:
     """Exit status 1 and a single 'Sorry: ...' line containing every fragment."""
     lines = [line for line in err.strip().splitlines() if line.strip()]

@@ -99,7 +99,7 @@ def test_program_writes_the_weighted_difference_and_records_the_mean(example, in
     |DF| / |DF_RAW| = SIGDF / sigma_D; the JSON holds the mean figure of merit."""
     import json
 
-    from helpers import FAST, example_inputs, mtz_arrays, run_program
+    from helpers import FAST, difference_columns, example_inputs, run_program
     from meteor_cctbx.programs import diffmap
 
     # unscaled, so that SIGDF can be compared with the input sigmas
@@ -107,19 +107,11 @@ def test_program_writes_the_weighted_difference_and_records_the_mean(example, in
                                    ["scaling.mode=none"], capsys)
     assert status == 0, err
     assert "figures of merit of the model phases" in out
-    arrays = mtz_arrays(in_tmp / "meteor_diffmap.mtz")
-    raw, weighted, sigdf = arrays["DF_RAW,PHIDF_RAW"], arrays["DF,PHIDF"], arrays["SIGDF"]
-    derivative, native = example.pair.derivative.common_sets(example.pair.native)
-    derivative, raw = derivative.common_sets(raw)
-    native, _ = native.common_sets(raw)
-    weighted, _ = weighted.common_sets(raw)
-    sigdf, _ = sigdf.common_sets(raw)
-    sigma_d = np.hypot(derivative.sigmas().as_numpy_array(), native.sigmas().as_numpy_array())
-    raw_values = np.abs(raw.data().as_numpy_array())
-    strong = raw_values > 0.1 * raw_values.mean()
-    ratio = np.abs(weighted.data().as_numpy_array())[strong] / raw_values[strong]
-    assert np.allclose(ratio, sigdf.data().as_numpy_array()[strong] / sigma_d[strong],
-                       rtol=1e-3)
+    raw, weighted, sigdf, sigma_d = difference_columns(in_tmp / "meteor_diffmap.mtz",
+                                                       example.pair)
+    strong = np.abs(raw) > 0.1 * np.abs(raw).mean()
+    ratio = np.abs(weighted)[strong] / np.abs(raw)[strong]
+    assert np.allclose(ratio, sigdf[strong] / sigma_d[strong], rtol=1e-3)
     mean_fom = json.loads((in_tmp / "meteor_diffmap.json").read_text())["result"][
         "mean_figure_of_merit"]
     assert 0.5 < mean_fom < 1

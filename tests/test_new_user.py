@@ -7,8 +7,6 @@ import json
 import os
 import re
 import shlex
-import subprocess
-import sys
 
 import iotbx.mtz
 import iotbx.phil
@@ -20,7 +18,8 @@ from meteor_cctbx.phil import UNUSED_TEMPLATE_OUTPUT, default_params
 from meteor_cctbx.programs import diffmap, local_scale, phaseboost, sharpen
 from meteor_cctbx.record import write_map_coefficients_mtz
 
-from helpers import FAST, assert_one_line_sorry, example_inputs, mtz_arrays, run_program
+from helpers import (FAST, assert_one_line_sorry, difference_columns, example_inputs, mtz_arrays,
+                     run_program)
 
 PROGRAMS = {"diffmap": diffmap.Program, "phaseboost": phaseboost.Program,
             "sharpen": sharpen.Program, "local_scale": local_scale.Program}
@@ -206,21 +205,14 @@ def test_mtz_has_title_names_from_inputs_and_sigdf(named_run, example):
     assert dataset.wavelength() == pytest.approx(0.9793, abs=1e-4)
     types = {c.label(): c.type() for c in dataset.columns()}
     assert (types["DF"], types["PHIDF"], types["SIGDF"]) == ("F", "P", "Q")
-    arrays = mtz_arrays(folder / "meteor_diffmap.mtz")
-    raw, weighted, sigdf = arrays["DF_RAW,PHIDF_RAW"], arrays["DF,PHIDF"], arrays["SIGDF"]
     # SIGDF = w sigma_D with the map's k-weights w, computed here from the inputs alone
-    derivative, native = example.pair.derivative.common_sets(example.pair.native)
-    derivative, raw = derivative.common_sets(raw)
-    native, _ = native.common_sets(raw)
-    weighted, _ = weighted.common_sets(raw)
-    sigdf, _ = sigdf.common_sets(raw)
-    sigma_d = np.hypot(derivative.sigmas().as_numpy_array(), native.sigmas().as_numpy_array())
-    delta_sq = np.abs(raw.data().as_numpy_array()) ** 2
+    raw, weighted, sigdf, sigma_d = difference_columns(folder / "meteor_diffmap.mtz",
+                                                       example.pair)
+    delta_sq = np.abs(raw) ** 2
     w = 1 / (1 + sigma_d ** 2 / np.mean(sigma_d ** 2) + 0.5 * delta_sq / delta_sq.mean())
     w /= w.mean()
-    assert np.allclose(sigdf.data().as_numpy_array(), w * sigma_d, rtol=1e-4)
-    assert np.allclose(weighted.data().as_numpy_array(), w * raw.data().as_numpy_array(),
-                       rtol=1e-4, atol=1e-4)
+    assert np.allclose(sigdf, w * sigma_d, rtol=1e-4)
+    assert np.allclose(weighted, w * raw, rtol=1e-4, atol=1e-4)
 
 
 def test_json_records_command_line_date_input_files_and_versions(named_run):
