@@ -19,10 +19,10 @@ derivative crystal's cell edges by that much with the asymmetric unit's Cartesia
 kept (rigid molecules, the lattice expanded: the symmetry mates move by up to ~cell_change % of
 the cell); both of its states are computed in that cell on the same indices, and its true
 difference F_der - F_nat holds the lattice change as well as the minor state (as a reference
-built from two refined models, each in its own cell, does).  Amplitudes are 'measured' on the reflections of a real data
-set with noise drawn from its sigmas: sigma(h) = noise_scale x (SIGF/<F>_shell of the real data
-at h) x <|F_true|>_shell, one real sigma column per data set; each data set gets its own overall
-scale and anisotropic B.
+built from two refined models, each in its own cell, does).  Amplitudes are 'measured' on the
+reflections of a real data set with noise drawn from its sigmas: sigma(h) = noise_scale x
+(SIGF/<F>_shell of the real data at h) x <|F_true|>_shell, one real sigma column per data set;
+each data set gets its own overall scale and anisotropic B.
 
     source = source_8a6g(data_dir, d_min=1.8)
     for case in family_cases(source):          # 2 changes x 4 occupancies x 2 noise levels

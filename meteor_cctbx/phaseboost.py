@@ -20,9 +20,9 @@ The loop works on the unweighted difference (it imposes the measured amplitudes)
 and final maps are of the difference times the figures of merit m of the model phases, as in
 meteor.diffmap.  By default (``final_parameters=initial``) the final map of m (F_der' - F_nat)
 is k-weighted and denoised with the k and the TV weight (in map units) chosen on the initial
-map, and the loop uses every reflection; a second validation would need free reflections kept out of the loop
-(``final_parameters=retrieved`` does that; on the benchmark family at 2.0 A its maps
-correlate as well or worse with the truth on every case, by up to 0.024).
+map, and the loop uses every reflection; a second validation would need free reflections kept
+out of the loop (``final_parameters=retrieved`` does that; on the benchmark family at 2.0 A
+its maps correlate as well or worse with the truth on every case, by up to 0.024).
 """
 from __future__ import annotations
 
