@@ -50,6 +50,11 @@ class ScaledPair:
         """|F_der| - |F_nat| (scaled), signed."""
         return self.derivative.data().as_numpy_array() - self.native.data().as_numpy_array()
 
+    @property
+    def raw_difference(self) -> np.ndarray:
+        """(|F_der| - |F_nat|) exp(i phi), unweighted (DF_RAW)."""
+        return self.delta_f * self.unit_phases
+
     def weighted(self, coefficients: np.ndarray) -> np.ndarray:
         """``coefficients`` times the figures of merit (unchanged without them)."""
         return coefficients if self.figures_of_merit is None else \
@@ -58,7 +63,7 @@ class ScaledPair:
     @property
     def weighted_difference(self) -> np.ndarray:
         """m (|F_der| - |F_nat|) exp(i phi): the difference the map is made of."""
-        return self.weighted(self.delta_f * self.unit_phases)
+        return self.weighted(self.raw_difference)
 
     @property
     def sigma_delta(self) -> np.ndarray | None:
@@ -115,9 +120,8 @@ def scale_pair(derivative: miller.array, native: miller.array, phases: miller.ar
     phases_only = np.allclose(modulus[modulus > 0], 1.0)
     reference = native if phases_only else abs(phases)
     native_fit = fit_scale(native, reference, "none" if phases_only else mode)
-    derivative_fit = fit_scale(derivative, native_fit.apply(native) if phases_only
-                               else reference, mode)
     scaled_native = native_fit.apply(native)
+    derivative_fit = fit_scale(derivative, scaled_native if phases_only else reference, mode)
     figures = (sigmaa_figures_of_merit(scaled_native, phases)
                if figure_of_merit == "sigmaa" and not phases_only else None)
     return ScaledPair(derivative_fit.apply(derivative), scaled_native, unit_phases,
@@ -425,8 +429,8 @@ def compute_diffmap(derivative: miller.array, native: miller.array, phases: mill
     if on_scaled is not None:
         on_scaled(pair)
     prepared = time.perf_counter()
-    raw = pair.delta_f * pair.unit_phases
-    enhancement = enhance(pair.weighted_difference, pair.sigma_delta, grid, params, log)
+    raw = pair.raw_difference
+    enhancement = enhance(pair.weighted(raw), pair.sigma_delta, grid, params, log)
     metadata = result_metadata(pair, grid, enhancement, sampling)
     metadata["timings_seconds"].update(scaling_and_grid=prepared - start,
                                        total=time.perf_counter() - start)

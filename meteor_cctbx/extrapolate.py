@@ -189,7 +189,7 @@ def compute_extrapolation(derivative: miller.array, native: miller.array, phases
         raise Sorry("meteor.extrapolate needs F_model amplitudes (a model, or phases.labels "
                     "naming an amplitude,phase pair such as FC,PHIC), not phases alone.")
     native_coefficients = pair.native.data().as_numpy_array() * pair.unit_phases
-    raw = pair.delta_f * pair.unit_phases
+    raw = pair.raw_difference
     kind, gain, fallback = choice(settings.difference), 1.0, None
     if kind != "raw":
         gain = difference_gain(peak_grid.to_map(coefficients), peak_grid.to_map(raw),

@@ -259,13 +259,13 @@ def compute_phaseboost(derivative: miller.array, native: miller.array, phases: m
     native_coefficients = pair.native.data().as_numpy_array() * pair.unit_phases
     derivative_amplitudes = pair.derivative.data().as_numpy_array()
     boost = params.phaseboost
-    initial = pair.delta_f * pair.unit_phases
+    initial = pair.raw_difference
     loop_start = time.perf_counter()
     as_initial = choice(boost.final_parameters) == "initial"
     first = None
     if as_initial:
         print("  k-weighting and TV denoising chosen on the initial difference map:", file=log)
-        first = enhance(pair.weighted_difference, pair.sigma_delta, grid, params, log)
+        first = enhance(pair.weighted(initial), pair.sigma_delta, grid, params, log)
     loop_weights, loop_scan, loop_scale = loop_tv_weights(initial, first, grid, params, log)
     validating = "validation" in (choice(params.tv.criterion), choice(params.kweight.criterion))
     # re-chosen after the loop by validation: its free reflections must not enter the loop
