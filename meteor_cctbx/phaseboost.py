@@ -23,6 +23,12 @@ is k-weighted and denoised with the k and the TV weight (in map units) chosen on
 map, and the loop uses every reflection; a second validation would need free reflections kept
 out of the loop (``final_parameters=retrieved`` does that; on the benchmark family at 2.0 A
 its maps correlate as well or worse with the truth on every case, by up to 0.024).
+
+Grids: the initial and final maps are on meteor.diffmap's grid (map.sampling, Auto d_min/2),
+so the initial map and its choice are diffmap's; the loop runs on a finer grid
+(phaseboost.loop_sampling, Auto d_min/3), at the initial map's relative TV weight times the
+ratio of the spacings (TV's per-voxel weight for one continuous regulariser is inversely
+proportional to the spacing).
 """
 from __future__ import annotations
 
@@ -126,10 +132,18 @@ def retrieve_derivative_phases(derivative_amplitudes: np.ndarray, native: np.nda
     return PhaseRetrieval(derivative, iterations, stop_reason)
 
 
-#: map.sampling=Auto of meteor.phaseboost: grid spacing d_min/3.  Its loop was measured at
-#: d_min/2 too (benchmark family, 64 cases): on average as good, but up to 0.046 lower on weak
-#: changes and 0.007 on strong compact ones, so phaseboost keeps the finer grid.
-PHASEBOOST_SAMPLING = 3.0
+#: phaseboost.loop_sampling=Auto: the loop's grid spacing d_min/3.  Benchmark family (64
+#: cases): the whole of phaseboost at d_min/2 was on average as good as at d_min/3 but up to
+#: 0.046 lower on weak changes; the loop at d_min/3 with the initial and final maps at d_min/2
+#: gained 0.006 on average over d_min/3 throughout (up to 0.13 on weak changes, 0.018 lower
+#: at most, at the noise floor).
+LOOP_SAMPLING = 3.0
+
+
+def loop_grid_sampling(params) -> float:
+    """phaseboost.loop_sampling, or LOOP_SAMPLING when it is Auto."""
+    sampling = params.phaseboost.loop_sampling
+    return LOOP_SAMPLING if sampling is None or sampling is Auto else float(sampling)
 
 STRONG_SIGNAL_Z = 10.0  # CC_free in bootstrap standard errors above which a change is clear
 STRONG_SIGNAL_LOOP_SCALE = 0.75
@@ -146,21 +160,29 @@ def auto_loop_weight_scale(cc_free: float | None, standard_error: float | None) 
     return STRONG_SIGNAL_LOOP_SCALE if cc_free >= STRONG_SIGNAL_Z * standard_error else 1.0
 
 
-def loop_tv_weights(initial_difference: np.ndarray, first: Enhancement | None, grid: CellGrid,
-                    params, log) -> tuple[list[float], ScanResult | None, float | None]:
-    """The loop's TV weights (map units, for the map of ``initial_difference``) by
-    phaseboost.tv_criterion, the validation scan behind them (None for negentropy, whose
-    weights are tv_weights_to_scan) and the scale applied (None for negentropy).  With
-    validation the relative weight chosen on the initial map (``first``, when it chose one;
-    else a search of its own) times loop_weight_scale (Auto: auto_loop_weight_scale)."""
+def loop_tv_weights(initial_difference: np.ndarray, weighted_initial: np.ndarray,
+                    first: Enhancement | None, grid_factor: float, grid: CellGrid, params,
+                    log) -> tuple[list[float], ScanResult | None, float | None]:
+    """The loop's TV weights (map units, for the map of ``initial_difference`` on the loop's
+    ``grid``) by phaseboost.tv_criterion, the validation scan behind them (None for
+    negentropy, whose weights are tv_weights_to_scan) and the scale applied (None for
+    negentropy).  With validation: the relative weight chosen on the initial map (``first``,
+    on the map grid) times ``grid_factor`` (the map grid's spacing over the loop grid's: TV's
+    per-voxel weight for the same continuous regulariser grows as the spacing shrinks), or,
+    when ``first`` chose none, a validation of ``weighted_initial`` on the loop grid; times
+    loop_weight_scale (Auto: auto_loop_weight_scale)."""
     boost = params.phaseboost
     if choice(boost.tv_criterion) == "negentropy":
         return list(boost.tv_weights_to_scan), None, None
     if first is not None and first.tv_relative_weight is not None:
-        relative, scan = first.tv_relative_weight, first.tv_scan
+        relative, scan = first.tv_relative_weight * grid_factor, first.tv_scan
         error = first.criteria.get("tv_cc_free_standard_error")
+        if grid_factor != 1:
+            print(f"  Loop TV weight on the loop grid: the initial map's "
+                  f"{first.tv_relative_weight:.3g} x rms times the ratio of the grid "
+                  f"spacings, {grid_factor:.3g}.", file=log)
     else:
-        validated = search_tv(initial_difference, grid, params, initial_difference, log)
+        validated = search_tv(weighted_initial, grid, params, weighted_initial, log)
         relative, scan, error = (validated.relative_weight, validated.scan,
                                  validated.standard_error)
     scale, why = boost.loop_weight_scale, ""
@@ -252,10 +274,18 @@ def compute_phaseboost(derivative: miller.array, native: miller.array, phases: m
     params = params if params is not None else default_params("phaseboost")
     log = log or null_out()
     start = time.perf_counter()
-    sampling = tv_grid_sampling(params, PHASEBOOST_SAMPLING)
+    sampling = tv_grid_sampling(params)
     pair, grid = scale_and_grid(derivative, native, phases, params, log, sampling)
     if on_scaled is not None:
         on_scaled(pair)
+    loop_sampling = loop_grid_sampling(params)
+    loop_grid = grid if loop_sampling == sampling else \
+        CellGrid.for_set(pair.derivative, sampling=loop_sampling)
+    if loop_grid is not grid:
+        print(f"  Loop grid {loop_grid.n_real[0]} x {loop_grid.n_real[1]} x "
+              f"{loop_grid.n_real[2]} ({loop_grid.n_voxels} voxels, spacing about "
+              f"d_min/{loop_sampling:g}); the initial and final maps on the map grid",
+              file=log)
     native_coefficients = pair.native.data().as_numpy_array() * pair.unit_phases
     derivative_amplitudes = pair.derivative.data().as_numpy_array()
     boost = params.phaseboost
@@ -266,16 +296,18 @@ def compute_phaseboost(derivative: miller.array, native: miller.array, phases: m
     if as_initial:
         print("  k-weighting and TV denoising chosen on the initial difference map:", file=log)
         first = enhance(pair.weighted(initial), pair.sigma_delta, grid, params, log)
-    loop_weights, loop_scan, loop_scale = loop_tv_weights(initial, first, grid, params, log)
+    loop_weights, loop_scan, loop_scale = loop_tv_weights(
+        initial, pair.weighted(initial), first, loop_sampling / sampling, loop_grid, params,
+        log)
     validating = "validation" in (choice(params.tv.criterion), choice(params.kweight.criterion))
     # re-chosen after the loop by validation: its free reflections must not enter the loop
-    free = free_set(grid, params) if validating and not as_initial else None
+    free = free_set(loop_grid, params) if validating and not as_initial else None
     print(f"  Iterative TV phase retrieval (weights {' '.join(f'{w:.4g}' for w in loop_weights)}"
           f", tolerance {boost.convergence_tolerance} deg, at most {boost.max_iterations} "
           f"iterations{'' if free is None else f'; {free.n_free} free reflections left out'}):",
           file=log)
     retrieval = retrieve_derivative_phases(
-        derivative_amplitudes, native_coefficients, grid, loop_weights,
+        derivative_amplitudes, native_coefficients, loop_grid, loop_weights,
         tv_settings(params), boost.convergence_tolerance, boost.max_iterations, log, free)
     loop_seconds = time.perf_counter() - loop_start
     print(f"  Stopped after {len(retrieval.iterations)} iterations: {retrieval.stop_reason}",
@@ -290,7 +322,8 @@ def compute_phaseboost(derivative: miller.array, native: miller.array, phases: m
         enhancement = enhance(pair.weighted(retrieved_difference), pair.sigma_delta, grid,
                               params, log)
     metadata = result_metadata(pair, grid, enhancement, sampling)
-    metadata.update(stop_reason=retrieval.stop_reason,
+    metadata.update(loop_sampling=loop_sampling, loop_grid=list(loop_grid.n_real),
+                    stop_reason=retrieval.stop_reason,
                     iterations=[vars(i) for i in retrieval.iterations],
                     loop_tv_weights=loop_weights, loop_weight_scale=loop_scale,
                     loop_tv_scan=loop_scan.as_dict() if loop_scan else None)

@@ -289,6 +289,7 @@ CASES = {
                                           "0.02 0.05", "map"),
         "phaseboost.convergence_tolerance": (D + ["phaseboost.max_iterations=3"], "90", "map"),
         "phaseboost.max_iterations": (D + ["phaseboost.max_iterations=3"], "1", "map"),
+        "phaseboost.loop_sampling": (D + ["phaseboost.max_iterations=3"], "2", "map"),
         "output.prefix": (D + ["phaseboost.max_iterations=1"], "other", "files"),
     },
     "local_scale": {

@@ -15,7 +15,7 @@ from meteor_cctbx import kweight, reflections
 from meteor_cctbx.data_manager_state import SKIP_MERGE
 from meteor_cctbx.difference_inputs import (DifferenceInputs, NativeSide,
                                             load_difference_inputs, resolve_files)
-from meteor_cctbx.diffmap import DIFFMAP_SAMPLING, complex_array, tv_grid_sampling
+from meteor_cctbx.diffmap import complex_array, tv_grid_sampling
 from meteor_cctbx.grid import CellGrid
 from meteor_cctbx.phil import refuse_unused_template_output
 from meteor_cctbx.record import (MtzNames, check_outputs_writable, output_set,
@@ -100,7 +100,6 @@ class DifferenceProgram(ProgramTemplate):
     data_manager_options = [SKIP_MERGE]  # the data are read by reflections.read_miller_arrays
     program_name = "meteor"
     native_side: NativeSide | None = None  # set by meteor.batch: the native read beforehand
-    default_sampling: float = DIFFMAP_SAMPLING  # map.sampling=Auto of this program's TV stage
 
     def set_target_output_format(self) -> None:
         """No model is written; iotbx's model-format guess would misread our model scope."""
@@ -130,15 +129,19 @@ class DifferenceProgram(ProgramTemplate):
         log = self.logger
         self.inputs = load_difference_inputs(self.params, self.files, log, self.native_side)
         native = self.inputs.native
-        sampling = tv_grid_sampling(self.params, self.default_sampling)
+        parameter, sampling = max(self.grid_samplings().items(), key=lambda item: item[1])
         check_cell_map_memory(native.unit_cell(), native.d_min(), sampling,
                               MAP_BYTES_PER_POINT, f"A map of the unit cell of "
                               f"{self.files['native']} at spacing d_min/{sampling:g}",
-                              "lower map.sampling or cut the data with d_min=<A>")
+                              f"lower {parameter} or cut the data with d_min=<A>")
         self.result = self.compute(self.inputs)
         self.seconds = time.perf_counter() - start
         self.write_outputs()
         print(f"Done in {self.seconds:.1f} s.", file=log)
+
+    def grid_samplings(self) -> dict[str, float]:
+        """The unit-cell grids the run builds: parameter -> sampling (spacing d_min/sampling)."""
+        return {"map.sampling": tv_grid_sampling(self.params)}
 
     def compute(self, inputs: DifferenceInputs):
         """The result; implementations pass ``on_scaled=self.report_isomorphism``."""

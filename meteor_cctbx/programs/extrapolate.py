@@ -8,9 +8,8 @@ from libtbx.utils import Sorry
 
 from meteor_cctbx.citations import PROGRAM_PAPERS, citation_phil
 from meteor_cctbx.difference_inputs import DifferenceInputs
-from meteor_cctbx.diffmap import DIFFMAP_SAMPLING
 from meteor_cctbx.extrapolate import ExtrapolationResult, compute_extrapolation
-from meteor_cctbx.phaseboost import PHASEBOOST_SAMPLING
+from meteor_cctbx.phaseboost import loop_grid_sampling
 from meteor_cctbx.phil import choice, master_phil_str
 from meteor_cctbx.programs.difference_program import DifferenceProgram
 from meteor_cctbx.programs.diffmap import difference_panels
@@ -63,11 +62,12 @@ Usage:
     papers = PROGRAM_PAPERS["extrapolate"]
     citations = citation_phil("extrapolate")
 
-    @property
-    def default_sampling(self) -> float:
-        """map.sampling=Auto: that of the program whose difference is extrapolated."""
-        return (PHASEBOOST_SAMPLING if choice(self.params.extrapolate.difference) ==
-                "phaseboost" else DIFFMAP_SAMPLING)
+    def grid_samplings(self) -> dict[str, float]:
+        samplings = {**super().grid_samplings(),
+                     "extrapolate.peak_sampling": self.params.extrapolate.peak_sampling}
+        if choice(self.params.extrapolate.difference) == "phaseboost":
+            samplings["phaseboost.loop_sampling"] = loop_grid_sampling(self.params)
+        return samplings
 
     def validate(self) -> None:
         occupancy = self.params.extrapolate.occupancy

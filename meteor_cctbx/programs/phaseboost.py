@@ -6,7 +6,7 @@ from cctbx import miller
 from cctbx.array_family import flex
 
 from meteor_cctbx.difference_inputs import DifferenceInputs
-from meteor_cctbx.phaseboost import PHASEBOOST_SAMPLING, PhaseboostResult, compute_phaseboost
+from meteor_cctbx.phaseboost import PhaseboostResult, compute_phaseboost, loop_grid_sampling
 from meteor_cctbx.citations import PROGRAM_PAPERS, citation_phil
 from meteor_cctbx.phil import master_phil_str
 from meteor_cctbx.programs.difference_program import DifferenceProgram
@@ -31,7 +31,10 @@ Usage:
     master_phil_str = master_phil_str("phaseboost")
     papers = PROGRAM_PAPERS["phaseboost"]
     citations = citation_phil("phaseboost")
-    default_sampling = PHASEBOOST_SAMPLING
+
+    def grid_samplings(self) -> dict[str, float]:
+        return {**super().grid_samplings(),
+                "phaseboost.loop_sampling": loop_grid_sampling(self.params)}
 
     def compute(self, inputs: DifferenceInputs) -> PhaseboostResult:
         print("Phase retrieval and difference map:", file=self.logger)
