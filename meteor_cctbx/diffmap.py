@@ -197,9 +197,12 @@ def search_tv(coefficients: np.ndarray, grid: CellGrid, params, raw: np.ndarray,
                                             "negentropy (all reflections)", " x rms"))
     if chosen.refinement is not None:
         lowest, highest = chosen.tied_range
+        taken = (f"negentropy still rises at {highest:.3g} (no maximum inside) on a clear "
+                 f"change: the best CC_free, {chosen.relative_weight:.3g} x rms, is taken"
+                 if chosen.best_cc_free_taken else
+                 f"the weight of highest negentropy there is {chosen.relative_weight:.3g} x rms")
         print(f"  CC_free is within one standard error of the best from {lowest:.3g} to "
-              f"{highest:.3g} x rms: the weight of highest negentropy there is "
-              f"{chosen.relative_weight:.3g} x rms.", file=log)
+              f"{highest:.3g} x rms: {taken}.", file=log)
     if not chosen.determined:
         best = parameter_choice.best_uncollapsed(chosen.scan)  # the point tie() measured
         print(f"  Warning: no difference signal above noise in the held-out reflections (best "
@@ -339,7 +342,10 @@ def enhance(raw: np.ndarray, sigma_delta: np.ndarray | None, grid: CellGrid, par
                 "tv_tied_range": list(tv_choice.tied_range)
                 if tv_choice and tv_choice.tied_range else None,
                 "tv_refinement_scan": tv_choice.refinement.as_dict()
-                if tv_choice and tv_choice.refinement else None}
+                if tv_choice and tv_choice.refinement else None,
+                # a clear change whose full-map negentropy still rose at the tie's heavier
+                # end: the best CC_free was taken
+                "tv_best_cc_free_taken": tv_choice.best_cc_free_taken if tv_choice else None}
     return Enhancement(coefficients, final_map, k, k_choice.scan if k_choice else None, weight,
                        tv_choice.scan if tv_choice else None,
                        {"raw": negentropy(raw_map), "kweighted": negentropy(weighted_map),

@@ -42,6 +42,7 @@ from libtbx import Auto
 from libtbx.utils import null_out
 
 from meteor_cctbx import kweight, parameter_choice, tv
+from meteor_cctbx.parameter_choice import CLEAR_SIGNAL_Z
 from meteor_cctbx.diffmap import (DiffmapResult, Enhancement, complex_array, enhance, free_set,
                                   result_metadata, scale_and_grid, search_tv, tv_grid_sampling,
                                   tv_settings)
@@ -145,19 +146,18 @@ def loop_grid_sampling(params) -> float:
     sampling = params.phaseboost.loop_sampling
     return LOOP_SAMPLING if sampling is None or sampling is Auto else float(sampling)
 
-STRONG_SIGNAL_Z = 10.0  # CC_free in bootstrap standard errors above which a change is clear
 STRONG_SIGNAL_LOOP_SCALE = 0.75
 
 
 def auto_loop_weight_scale(cc_free: float | None, standard_error: float | None) -> float:
     """loop_weight_scale=Auto: STRONG_SIGNAL_LOOP_SCALE when the initial map's best CC_free is
-    at least STRONG_SIGNAL_Z standard errors, else 1.  Measured on the benchmark family (both
+    at least CLEAR_SIGNAL_Z standard errors (a clear change), else 1.  Measured on the benchmark family (both
     resolutions): 0.75 raised phaseboost's CC with the truth on every spread change at
     q >= 0.2 (+0.001 ... +0.013; those are 23-49 standard errors, 8-10 for q0.2 x2) and cost up
     to 0.025 on the weak compact ones (4-6 standard errors); between, within +-0.003."""
     if cc_free is None or not standard_error or standard_error <= 0:
         return 1.0
-    return STRONG_SIGNAL_LOOP_SCALE if cc_free >= STRONG_SIGNAL_Z * standard_error else 1.0
+    return STRONG_SIGNAL_LOOP_SCALE if cc_free >= CLEAR_SIGNAL_Z * standard_error else 1.0
 
 
 def loop_tv_weights(initial_difference: np.ndarray, weighted_initial: np.ndarray,
@@ -194,7 +194,7 @@ def loop_tv_weights(initial_difference: np.ndarray, weighted_initial: np.ndarray
         measured = (f"the initial map's best CC_free {cc_free:.4f} is {cc_free / error:.1f} "
                     f"standard errors" if cc_free is not None
                     else "no validation of the initial map")
-        why = f" ({measured}; {STRONG_SIGNAL_LOOP_SCALE:g} at {STRONG_SIGNAL_Z:g} or more)"
+        why = f" ({measured}; {STRONG_SIGNAL_LOOP_SCALE:g} at {CLEAR_SIGNAL_Z:g} or more)"
     print(f"  Loop TV weight: validated on the initial difference map, times {scale:g}{why}.",
           file=log)
     weight = relative * parameter_choice.rms(grid.to_map(initial_difference))
@@ -208,8 +208,9 @@ def enhance_as_initial(first: Enhancement, difference: np.ndarray,
     on the initial map (``first``): the same weight in map units (not the same multiple of the
     map's rms: the retrieved map has the initial map's noise and more signal), or, where the
     initial map's CC_free tied a range of weights, the weight of highest negentropy of the
-    retrieved map in that range (in map units too); ``first``'s scans and criteria are kept as
-    the record of the choice."""
+    retrieved map in that range (in map units too; the initial map's best CC_free where that
+    negentropy still rises at the range's heavier end, as in diffmap); ``first``'s scans and
+    criteria are kept as the record of the choice."""
     start = time.perf_counter()
     k = first.k_parameter
     coefficients = (difference if k is None
@@ -218,6 +219,7 @@ def enhance_as_initial(first: Enhancement, difference: np.ndarray,
     final_map, weight, relative = weighted_map, None, first.tv_relative_weight
     tied = first.criteria.get("tv_tied_range")
     retrieved_rms = parameter_choice.rms(weighted_map)
+    to_retrieved = 1.0
     if relative is not None and choice(params.tv.mode) == "optimize" and retrieved_rms > 0:
         # the initial map's weights in map units: the retrieved map carries the same
         # measurement noise (the loop keeps the measured amplitudes) while its rms grows with
@@ -232,10 +234,18 @@ def enhance_as_initial(first: Enhancement, difference: np.ndarray,
         print(f"  TV weight: the highest negentropy of the retrieved map between {tied[0]:.3g} "
               f"and {tied[1]:.3g} x its rms (the weights, in map units, within one standard "
               f"error of the initial map's best CC_free):", file=log)
-        _, relative, final_map = parameter_choice.maximize_negentropy(
-            weighted_map, tv_settings(params), tied[0], tied[1], n_coarse=3,
-            tolerance=parameter_choice.NEGENTROPY_TOLERANCE,
+        best = parameter_choice.best_uncollapsed(first.tv_scan) if first.tv_scan else None
+        error = first.criteria.get("tv_cc_free_standard_error")
+        clear = best is not None and error is not None and \
+            best.score >= parameter_choice.CLEAR_SIGNAL_Z * error
+        best = best.parameter * to_retrieved if clear else None
+        _, relative, final_map, rising = parameter_choice.negentropy_within_tie(
+            weighted_map, tv_settings(params), tied[0], tied[1], best,
             report=scan_point_logger(log, "TV weight", "negentropy", " x rms"))
+        if rising and best is not None:
+            print(f"  Negentropy still rises at {tied[1]:.3g} (no maximum inside) on a clear "
+                  f"change: the initial map's best CC_free, {relative:.3g} x rms, is taken.",
+                  file=log)
         weight = relative * parameter_choice.rms(weighted_map)
     elif relative is not None:
         weight = (params.tv.weight if choice(params.tv.mode) == "fixed" else

@@ -14,7 +14,7 @@ from meteor_cctbx import family, kweight, tv
 from meteor_cctbx.diffmap import compute_diffmap, tv_settings
 from meteor_cctbx.maximize import maximize_scalar
 from meteor_cctbx.model_phases import model_structure_factors
-from meteor_cctbx.parameter_choice import SIGNAL_Z, choose_k
+from meteor_cctbx.parameter_choice import CLEAR_SIGNAL_Z, SIGNAL_Z, choose_k
 from meteor_cctbx.phaseboost import compute_phaseboost
 from meteor_cctbx.phil import default_params
 from meteor_cctbx.validation import FreeScorer, FreeSet, free_correlation
@@ -117,7 +117,11 @@ def test_scan_records_both_criteria_and_the_choice(spread):
     assert lowest <= scan.best.parameter <= highest and lowest <= chosen <= highest
     refinement = record["criteria"]["tv_refinement_scan"]
     if highest > lowest:
-        assert chosen == refinement["best_parameter"]
+        # negentropy's maximum, or on a clear change where negentropy still rises at the
+        # heavier end, the best CC_free
+        taken = record["criteria"]["tv_best_cc_free_taken"]
+        assert not taken or refinement["best_parameter"] == highest
+        assert chosen == (scan.best.parameter if taken else refinement["best_parameter"])
         assert all(lowest <= p["parameter"] <= highest for p in refinement["points"])
         assert refinement["best_score"] == max(p["score"] for p in refinement["points"])
     else:
@@ -125,7 +129,8 @@ def test_scan_records_both_criteria_and_the_choice(spread):
     rms = float(spread.weighted_map().std())
     assert spread.default.tv_weight == pytest.approx(chosen * rms, rel=1e-6)
     criteria = {key: value for key, value in record["criteria"].items()
-                if not key.startswith("tv_tied") and key != "tv_refinement_scan"}
+                if not key.startswith("tv_tied")
+                and key not in ("tv_refinement_scan", "tv_best_cc_free_taken")}
     errors = [criteria.pop(f"{name}_cc_free_standard_error") for name in ("tv", "k")]
     assert criteria == {"kweight": "validation", "tv": "validation",
                         "tv_determined_by_data": True}
@@ -337,6 +342,41 @@ def test_the_tie_ends_within_the_scan_tolerance_of_an_untied_weight(spread):
         assert np.log10(lowest / below[-1]) <= limit
     if above:
         assert np.log10(above[0] / highest) <= limit
+
+
+def test_negentropy_rising_through_the_tie_leaves_the_choice_to_cc_free(source,
+                                                                          phasing_model):
+    """A non-isomorphous pair (derivative cell edges 1 % longer: a difference that is not
+    sparse), a clear change: the full map's negentropy still rises at the tie's heavier end,
+    so it marks no weight where TV just removes the noise, and the best CC_free is taken; that
+    map is closer to the truth than the one at negentropy's end of the tie."""
+    from meteor_cctbx.diffmap import complex_array
+    from meteor_cctbx.map_metrics import map_correlation
+    from meteor_cctbx.parameter_choice import best_uncollapsed
+
+    case = family.make_case(source, "spread", 0.4, 1.0, cell_change=1.0)
+    f_model = model_structure_factors(phasing_model, case.native).f_model
+    log = io.StringIO()
+    result = compute_diffmap(case.derivative, case.native, f_model, log=log)
+    criteria = result.metadata["criteria"]
+    lowest, highest = criteria["tv_tied_range"]
+    assert criteria["tv_best_cc_free_taken"] is True
+    best = best_uncollapsed(result.tv_scan)
+    assert best.score >= CLEAR_SIGNAL_Z * criteria["tv_cc_free_standard_error"]
+    assert criteria["tv_refinement_scan"]["best_parameter"] == highest > lowest
+    chosen = result.metadata["tv_weight_relative"]
+    assert chosen == best.parameter < highest
+    assert "negentropy still rises" in log.getvalue()
+    difference = result.pair.weighted_difference
+    weighted = result.grid.to_map(difference * kweight.kweights(
+        difference, result.pair.sigma_delta, result.k_parameter))
+    heavier_end = tv.denoise(weighted, highest * float(weighted.std()),
+                             tv_settings(default_params("diffmap")))
+    at_end = complex_array(result.pair.derivative, result.grid.to_coefficients(heavier_end))
+    truth = case.true_difference
+    # measured: 0.726 against 0.719
+    assert map_correlation(result.map_coefficients, truth) > \
+        map_correlation(at_end, truth) + 0.004
 
 
 def test_no_signal_falls_back_and_warns(source, phasing_model):
