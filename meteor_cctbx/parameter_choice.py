@@ -175,7 +175,7 @@ def choose_tv_weight(coefficients: np.ndarray, grid: CellGrid, settings: tv.TvSe
     lowest, highest = min(p.parameter for p in tied), max(p.parameter for p in tied)
     refinement, taken = None, False
     if within_noise == "negentropy" and highest > lowest:
-        clear = best.score >= CLEAR_SIGNAL_Z * error
+        clear = is_clear_change(best.score, error)
         refinement, relative, denoised, rising = negentropy_within_tie(
             full_map, settings, lowest, highest, best.parameter if clear else None,
             report_refinement)
@@ -185,6 +185,13 @@ def choose_tv_weight(coefficients: np.ndarray, grid: CellGrid, settings: tv.TvSe
         denoised = tv.denoise(full_map, relative * full_rms, settings)
     return TvChoice(relative, relative * full_rms, criterion, scan, denoised, determined,
                     error, refinement, (lowest, highest), taken)
+
+
+def is_clear_change(cc_free: float | None, standard_error: float | None) -> bool:
+    """A best CC_free of at least CLEAR_SIGNAL_Z bootstrap standard errors (False without
+    either)."""
+    return (cc_free is not None and standard_error is not None and standard_error > 0
+            and cc_free >= CLEAR_SIGNAL_Z * standard_error)
 
 
 def negentropy_within_tie(real_map: np.ndarray, settings: tv.TvSettings, lowest: float,

@@ -42,7 +42,6 @@ from libtbx import Auto
 from libtbx.utils import null_out
 
 from meteor_cctbx import kweight, parameter_choice, tv
-from meteor_cctbx.parameter_choice import CLEAR_SIGNAL_Z
 from meteor_cctbx.diffmap import (DiffmapResult, Enhancement, complex_array, enhance, free_set,
                                   result_metadata, scale_and_grid, search_tv, tv_grid_sampling,
                                   tv_settings)
@@ -150,14 +149,14 @@ STRONG_SIGNAL_LOOP_SCALE = 0.75
 
 
 def auto_loop_weight_scale(cc_free: float | None, standard_error: float | None) -> float:
-    """loop_weight_scale=Auto: STRONG_SIGNAL_LOOP_SCALE when the initial map's best CC_free is
-    at least CLEAR_SIGNAL_Z standard errors (a clear change), else 1.  Measured on the benchmark family (both
-    resolutions): 0.75 raised phaseboost's CC with the truth on every spread change at
-    q >= 0.2 (+0.001 ... +0.013; those are 23-49 standard errors, 8-10 for q0.2 x2) and cost up
-    to 0.025 on the weak compact ones (4-6 standard errors); between, within +-0.003."""
-    if cc_free is None or not standard_error or standard_error <= 0:
-        return 1.0
-    return STRONG_SIGNAL_LOOP_SCALE if cc_free >= CLEAR_SIGNAL_Z * standard_error else 1.0
+    """loop_weight_scale=Auto: STRONG_SIGNAL_LOOP_SCALE for a clear change (the initial map's
+    best CC_free at least parameter_choice.CLEAR_SIGNAL_Z standard errors), else 1.  Measured
+    on the benchmark family (both resolutions): 0.75 raised phaseboost's CC with the truth on
+    every spread change at q >= 0.2 (+0.001 ... +0.013; those are 23-49 standard errors, 8-10
+    for q0.2 x2) and cost up to 0.025 on the weak compact ones (4-6 standard errors); between,
+    within +-0.003."""
+    return (STRONG_SIGNAL_LOOP_SCALE if parameter_choice.is_clear_change(cc_free, standard_error)
+            else 1.0)
 
 
 def loop_tv_weights(initial_difference: np.ndarray, weighted_initial: np.ndarray,
@@ -194,7 +193,8 @@ def loop_tv_weights(initial_difference: np.ndarray, weighted_initial: np.ndarray
         measured = (f"the initial map's best CC_free {cc_free:.4f} is {cc_free / error:.1f} "
                     f"standard errors" if cc_free is not None
                     else "no validation of the initial map")
-        why = f" ({measured}; {STRONG_SIGNAL_LOOP_SCALE:g} at {CLEAR_SIGNAL_Z:g} or more)"
+        why = (f" ({measured}; {STRONG_SIGNAL_LOOP_SCALE:g} at "
+               f"{parameter_choice.CLEAR_SIGNAL_Z:g} or more)")
     print(f"  Loop TV weight: validated on the initial difference map, times {scale:g}{why}.",
           file=log)
     weight = relative * parameter_choice.rms(grid.to_map(initial_difference))
@@ -235,9 +235,8 @@ def enhance_as_initial(first: Enhancement, difference: np.ndarray,
               f"and {tied[1]:.3g} x its rms (the weights, in map units, within one standard "
               f"error of the initial map's best CC_free):", file=log)
         best = parameter_choice.best_uncollapsed(first.tv_scan) if first.tv_scan else None
-        error = first.criteria.get("tv_cc_free_standard_error")
-        clear = best is not None and error is not None and \
-            best.score >= parameter_choice.CLEAR_SIGNAL_Z * error
+        clear = best is not None and parameter_choice.is_clear_change(
+            best.score, first.criteria.get("tv_cc_free_standard_error"))
         best = best.parameter * to_retrieved if clear else None
         _, relative, final_map, rising = parameter_choice.negentropy_within_tie(
             weighted_map, tv_settings(params), tied[0], tied[1], best,
