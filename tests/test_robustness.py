@@ -30,7 +30,7 @@ from meteor_cctbx.reflections import as_amplitudes, match_indexing
 from meteor_cctbx.synthetic import random_protein_like
 
 from helpers import (DIFFMAP_OUTPUTS, FAST, assert_one_line_sorry, mtz_arrays, run_program,
-                     same_output, without_timings)
+                     same_output)
 
 OUTPUTS = DIFFMAP_OUTPUTS
 
