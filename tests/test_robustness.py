@@ -547,8 +547,10 @@ def test_full_disk_keeps_previous_outputs_and_leaves_no_partial_file(files, in_t
      ["max_iterations", "0"]),
     (lambda f: [f["der"], f["damaged"], f["model"]],
      ["damaged.mtz", "not a valid MTZ file", "re-export"]),
+    (lambda f: [f["der"], f["nat"], f["model"], "phaseboost.loop_sampling=200"],
+     ["native.mtz", "d_min/200", "GiB of memory", "lower phaseboost.loop_sampling"]),
 ], ids=["missing_file", "unknown_labels", "unknown_parameter", "out_of_range_parameter",
-        "damaged_mtz"])
+        "damaged_mtz", "loop_grid_beyond_memory"])
 def test_phaseboost_bad_input_is_one_sorry(files, in_tmp, capsys, make_args, fragments):
     status, _, err = run_program(Phaseboost, make_args(files), capsys)
     assert_one_line_sorry(status, err, *fragments)
