@@ -360,10 +360,14 @@ def enhance(raw: np.ndarray, sigma_delta: np.ndarray | None, grid: CellGrid, par
 DIFFMAP_SAMPLING = 2.0
 
 
-def tv_grid_sampling(params, default: float = DIFFMAP_SAMPLING) -> float:
-    """map.sampling, or the program's ``default`` when it is Auto."""
-    sampling = params.map.sampling
+def grid_sampling(sampling, default: float) -> float:
+    """A grid-sampling parameter's value, or ``default`` when it is Auto (or None)."""
     return default if sampling is None or sampling is Auto else float(sampling)
+
+
+def tv_grid_sampling(params) -> float:
+    """map.sampling, or DIFFMAP_SAMPLING when it is Auto (every difference map's TV stage)."""
+    return grid_sampling(params.map.sampling, DIFFMAP_SAMPLING)
 
 
 def scale_and_grid(derivative: miller.array, native: miller.array, phases: miller.array,

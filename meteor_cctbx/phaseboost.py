@@ -43,8 +43,8 @@ from libtbx.utils import null_out
 
 from meteor_cctbx import kweight, parameter_choice, tv
 from meteor_cctbx.diffmap import (DiffmapResult, Enhancement, complex_array, enhance, free_set,
-                                  result_metadata, scale_and_grid, search_tv, tv_grid_sampling,
-                                  tv_settings)
+                                  grid_sampling, result_metadata, scale_and_grid, search_tv,
+                                  tv_grid_sampling, tv_settings)
 from meteor_cctbx.grid import CellGrid
 from meteor_cctbx.negentropy import negentropy
 from meteor_cctbx.maximize import ScanResult, scan_point_logger
@@ -142,8 +142,7 @@ LOOP_SAMPLING = 3.0
 
 def loop_grid_sampling(params) -> float:
     """phaseboost.loop_sampling, or LOOP_SAMPLING when it is Auto."""
-    sampling = params.phaseboost.loop_sampling
-    return LOOP_SAMPLING if sampling is None or sampling is Auto else float(sampling)
+    return grid_sampling(params.phaseboost.loop_sampling, LOOP_SAMPLING)
 
 STRONG_SIGNAL_LOOP_SCALE = 0.75
 
@@ -237,11 +236,11 @@ def enhance_as_initial(first: Enhancement, difference: np.ndarray,
         best = parameter_choice.best_uncollapsed(first.tv_scan) if first.tv_scan else None
         clear = best is not None and parameter_choice.is_clear_change(
             best.score, first.criteria.get("tv_cc_free_standard_error"))
-        best = best.parameter * to_retrieved if clear else None
+        fallback = best.parameter * to_retrieved if clear else None
         _, relative, final_map, rising = parameter_choice.negentropy_within_tie(
-            weighted_map, tv_settings(params), tied[0], tied[1], best,
+            weighted_map, tv_settings(params), tied[0], tied[1], fallback,
             report=scan_point_logger(log, "TV weight", "negentropy", " x rms"))
-        if rising and best is not None:
+        if rising and fallback is not None:
             print(f"  Negentropy still rises at {tied[1]:.3g} (no maximum inside) on a clear "
                   f"change: the initial map's best CC_free, {relative:.3g} x rms, is taken.",
                   file=log)
@@ -299,15 +298,15 @@ def compute_phaseboost(derivative: miller.array, native: miller.array, phases: m
     derivative_amplitudes = pair.derivative.data().as_numpy_array()
     boost = params.phaseboost
     initial = pair.raw_difference
+    weighted_initial = pair.weighted(initial)
     loop_start = time.perf_counter()
     as_initial = choice(boost.final_parameters) == "initial"
     first = None
     if as_initial:
         print("  k-weighting and TV denoising chosen on the initial difference map:", file=log)
-        first = enhance(pair.weighted(initial), pair.sigma_delta, grid, params, log)
+        first = enhance(weighted_initial, pair.sigma_delta, grid, params, log)
     loop_weights, loop_scan, loop_scale = loop_tv_weights(
-        initial, pair.weighted(initial), first, loop_sampling / sampling, loop_grid, params,
-        log)
+        initial, weighted_initial, first, loop_sampling / sampling, loop_grid, params, log)
     validating = "validation" in (choice(params.tv.criterion), choice(params.kweight.criterion))
     # re-chosen after the loop by validation: its free reflections must not enter the loop
     free = free_set(loop_grid, params) if validating and not as_initial else None
