@@ -208,8 +208,9 @@ def loop_tv_weights(initial_difference: np.ndarray, weighted_initial: np.ndarray
 #: weight on the benchmark family (112 cases: both sites, 1.8 and 2.0 A, isomorphous and
 #: cell +1/+2 %) lay at 0.6-0.7 of the initial one (strong spread changes, every cell-changed
 #: pair), while at 0.8-1 x rms (compact and weak changes) it stayed at about 1.  Held-out
-#: reflections cannot choose it: they carry the model phases (CC_free on the retrieved map,
-#: on a loop without them, and SURE from the sigmas were measured: ~0.95, ~0.95 and 0.3).
+#: reflections cannot choose it, they carry the model phases: CC_free again on the retrieved
+#: map chose 0.72-1.79 of the initial weight on the isomorphous cases, on a loop run without
+#: them 0.89-1.2, SURE from the sigmas 0.3 (docs/parameter_choice.md).
 FINAL_WEIGHT_REFERENCE = 0.7
 FINAL_WEIGHT_POWER = 4.0
 FINAL_WEIGHT_FLOOR = 0.6

@@ -290,6 +290,8 @@ CASES = {
         "phaseboost.convergence_tolerance": (D + ["phaseboost.max_iterations=3"], "90", "map"),
         "phaseboost.max_iterations": (D + ["phaseboost.max_iterations=3"], "1", "map"),
         "phaseboost.loop_sampling": (D + ["phaseboost.max_iterations=3"], "2", "map"),
+        "phaseboost.final_weight_scale": (OPTIMIZE_TV + ["phaseboost.max_iterations=3"], "0.5",
+                                           "map"),
         "output.prefix": (D + ["phaseboost.max_iterations=1"], "other", "files"),
     },
     "local_scale": {

@@ -106,13 +106,15 @@ def test_program_writes_retrieved_derivative_and_iterations(example, in_tmp, cap
 def test_final_weight_is_the_initial_maps_in_map_units(example, example_f_model):
     """The retrieved map is denoised at the initial map's TV weight in map units (within its
     tie, in map units), not at the same multiple of its own rms: a retrieved difference with
-    the initial one's noise and twice its signal is not smoothed twice as hard."""
+    the initial one's noise and twice its signal is not smoothed twice as hard (with
+    final_weight_scale=1; Auto's lowering is tested below)."""
     from libtbx.utils import null_out
 
     from meteor_cctbx.diffmap import enhance, scale_and_grid, tv_grid_sampling
     from meteor_cctbx.phaseboost import enhance_as_initial
 
     params = default_params("phaseboost")
+    params.phaseboost.final_weight_scale = 1.0
     pair, grid = scale_and_grid(example.pair.derivative, example.pair.native,
                                 example_f_model, params, null_out(),
                                 tv_grid_sampling(params))
@@ -174,3 +176,51 @@ def test_initial_map_is_diffmaps_and_the_loop_runs_on_its_own_finer_grid(example
     single = compute_phaseboost(example.pair.derivative, example.pair.native,
                                 example_f_model, params)
     assert tuple(single.metadata["loop_grid"]) == single.grid.n_real == loop_grid.n_real
+
+
+def test_auto_final_weight_scale_lowers_only_a_weight_that_is_small_against_the_rms():
+    from libtbx import Auto
+
+    from meteor_cctbx.phaseboost import (FINAL_WEIGHT_FLOOR, FINAL_WEIGHT_REFERENCE,
+                                         final_weight_scale)
+
+    assert final_weight_scale(Auto, FINAL_WEIGHT_REFERENCE)[0] == 1.0
+    assert final_weight_scale(Auto, 1.3)[0] == 1.0
+    below = [final_weight_scale(Auto, r)[0] for r in (0.69, 0.65, 0.62, 0.5, 0.2)]
+    assert 1.0 > below[0] > below[1] > below[2] > FINAL_WEIGHT_FLOOR
+    assert below[3] == below[4] == FINAL_WEIGHT_FLOOR
+    assert final_weight_scale(0.8, 1.3)[0] == final_weight_scale(0.8, 0.2)[0] == 0.8
+
+
+def test_a_change_that_dominates_the_map_gets_a_lighter_final_weight():
+    """A non-isomorphous pair (cell edges 1 % longer: a widespread difference), spread change
+    at q = 0.4: the retrieved map's weight is a small multiple of its rms, Auto lowers it, and
+    the map is closer to the truth than at the initial map's weight."""
+    import io
+
+    import iotbx.pdb
+    import mmtbx.model
+
+    from meteor_cctbx import family
+    from meteor_cctbx.model_phases import model_structure_factors
+    from meteor_cctbx.phaseboost import FINAL_WEIGHT_REFERENCE
+
+    source = family.source_small(d_min=2.0)
+    model = mmtbx.model.manager(model_input=iotbx.pdb.input(
+        source_info=None, lines=source.phasing_model_pdb.splitlines()))
+    case = family.make_case(source, "spread", 0.4, 1.0, cell_change=1.0)
+    f_model = model_structure_factors(model, case.native).f_model
+    log = io.StringIO()
+    auto = compute_phaseboost(case.derivative, case.native, f_model, log=log)
+    params = default_params("phaseboost")
+    params.phaseboost.final_weight_scale = 1.0
+    initial = compute_phaseboost(case.derivative, case.native, f_model, params)
+    scale = auto.metadata["criteria"]["final_weight_scale"]
+    assert initial.metadata["criteria"]["final_weight_scale"] == 1.0
+    assert initial.metadata["tv_weight_relative"] < FINAL_WEIGHT_REFERENCE and scale < 1
+    assert auto.tv_weight == pytest.approx(scale * initial.tv_weight, rel=1e-9)
+    assert "a change that dominates the map" in log.getvalue()
+    truth = case.true_difference
+    # measured: 0.787 against 0.758
+    assert map_correlation(auto.map_coefficients, truth) > \
+        map_correlation(initial.map_coefficients, truth) + 0.015
