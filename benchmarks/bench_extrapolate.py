@@ -32,7 +32,6 @@ import time
 from pathlib import Path
 
 import iotbx.pdb  # noqa: F401  (cctbx before scipy.ndimage / matplotlib)
-import mmtbx.model
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,7 +41,7 @@ from meteor_cctbx.diffmap import complex_array  # noqa: E402
 from meteor_cctbx.extrapolate import OccupancyNotEstimated, compute_extrapolation  # noqa: E402
 from meteor_cctbx.family import SITES_8A6G, make_case, source_8a6g  # noqa: E402
 from meteor_cctbx.map_metrics import map_correlation, map_correlation_near  # noqa: E402
-from meteor_cctbx.model_phases import model_structure_factors  # noqa: E402
+from meteor_cctbx.model_phases import model_from_pdb_text, model_structure_factors  # noqa: E402
 from meteor_cctbx.phil import default_params  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "8a6g"
@@ -52,9 +51,7 @@ NEAR_RADIUS = 3.0
 
 def f_model_of(case) -> "miller.array":
     """F_model (bulk solvent) of the case's phasing model on its native reflections."""
-    model_input = iotbx.pdb.input(source_info=None, lines=case.phasing_model_pdb.splitlines())
-    model = mmtbx.model.manager(model_input=model_input,
-                                crystal_symmetry=case.native.crystal_symmetry())
+    model = model_from_pdb_text(case.phasing_model_pdb, case.native.crystal_symmetry())
     return model_structure_factors(model, case.native).f_model
 
 

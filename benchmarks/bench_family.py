@@ -46,8 +46,7 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
-import iotbx.pdb  # cctbx before scipy-heavy modules
-import mmtbx.model
+import iotbx.pdb  # noqa: F401  (cctbx before scipy-heavy modules)
 import numpy as np
 from cctbx import miller
 
@@ -61,7 +60,7 @@ from meteor_cctbx.example import write_amplitudes_mtz  # noqa: E402
 from meteor_cctbx.grid import CellGrid  # noqa: E402
 from meteor_cctbx.map_metrics import map_correlation  # noqa: E402
 from meteor_cctbx.maximize import maximize_scalar  # noqa: E402
-from meteor_cctbx.model_phases import model_structure_factors  # noqa: E402
+from meteor_cctbx.model_phases import model_from_pdb_text, model_structure_factors  # noqa: E402
 from meteor_cctbx.phaseboost import compute_phaseboost  # noqa: E402
 from meteor_cctbx.reflections import read_miller_arrays  # noqa: E402
 
@@ -244,8 +243,7 @@ def main(argv=None) -> int:
     if args.set:
         print(f"our programs run with {' '.join(args.set)} (the '(default)' rows below)")
     source = family.source_8a6g(args.data_dir, d_min=args.d_min, site=args.site)
-    model = mmtbx.model.manager(model_input=iotbx.pdb.input(
-        source_info=None, lines=source.phasing_model_pdb.splitlines()))
+    model = model_from_pdb_text(source.phasing_model_pdb)
     summary = {}
     for case in family.family_cases(source, args.changes, args.occupancies, args.noise,
                                     cell_changes=args.cell_change):

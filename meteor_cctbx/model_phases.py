@@ -28,6 +28,15 @@ from meteor_cctbx.reflections import check_same_crystal_form, fmt_cell
 SCATTERING_TABLES = ("n_gaussian", "wk1995", "it1992", "electron", "neutron")
 
 
+def model_from_pdb_text(pdb_text: str, crystal_symmetry: crystal.symmetry | None = None
+                        ) -> mmtbx.model.manager:
+    """A model manager from PDB-format text (e.g. a benchmark family's phasing model), with
+    ``crystal_symmetry`` when given (else the text's CRYST1)."""
+    return mmtbx.model.manager(
+        model_input=iotbx.pdb.input(source_info=None, lines=pdb_text.splitlines()),
+        crystal_symmetry=crystal_symmetry)
+
+
 def load_model(path: str | os.PathLike, data_symmetry: crystal.symmetry | None = None,
                max_cell_difference_percent: float = 3.0, log=None) -> mmtbx.model.manager:
     """Read a PDB/mmCIF model; give it the data's symmetry when it has none (said in the log).

@@ -2,8 +2,7 @@
 phase errors, and the weighted map is closer to the truth, most on a non-isomorphous pair."""
 import io
 
-import iotbx.pdb
-import mmtbx.model
+import iotbx.pdb  # noqa: F401  (cctbx first)
 import numpy as np
 import pytest
 from cctbx import miller
@@ -13,7 +12,7 @@ from meteor_cctbx import family
 from meteor_cctbx.diffmap import compute_diffmap
 from meteor_cctbx.figure_of_merit import sigmaa_figures_of_merit
 from meteor_cctbx.map_metrics import map_correlation
-from meteor_cctbx.model_phases import model_structure_factors
+from meteor_cctbx.model_phases import model_from_pdb_text, model_structure_factors
 from meteor_cctbx.phil import default_params
 from meteor_cctbx.synthetic import true_structure_factors
 
@@ -56,8 +55,7 @@ def test_figures_of_merit_need_the_same_reflections(example, example_f_model):
 def non_isomorphous():
     """The small family's spread change at q 0.4 in a derivative crystal 2 % larger."""
     source = family.source_small(d_min=2.0)
-    model = mmtbx.model.manager(model_input=iotbx.pdb.input(
-        source_info=None, lines=source.phasing_model_pdb.splitlines()))
+    model = model_from_pdb_text(source.phasing_model_pdb)
     case = family.make_case(source, "spread", 0.4, 1.0, cell_change=2.0)
     return case, model_structure_factors(model, case.native).f_model
 

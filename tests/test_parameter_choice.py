@@ -4,7 +4,6 @@ properties it rests on: scale-free scores, a deterministic free set, relative we
 import io
 
 import iotbx.pdb  # noqa: F401  (cctbx first)
-import mmtbx.model
 import numpy as np
 import pytest
 from cctbx import crystal
@@ -13,7 +12,7 @@ from libtbx.utils import Sorry
 from meteor_cctbx import family, kweight, tv
 from meteor_cctbx.diffmap import compute_diffmap, tv_settings
 from meteor_cctbx.maximize import maximize_scalar
-from meteor_cctbx.model_phases import model_structure_factors
+from meteor_cctbx.model_phases import model_from_pdb_text, model_structure_factors
 from meteor_cctbx.parameter_choice import CLEAR_SIGNAL_Z, SIGNAL_Z, choose_k
 from meteor_cctbx.phaseboost import compute_phaseboost
 from meteor_cctbx.phil import default_params
@@ -29,8 +28,7 @@ def source():
 
 @pytest.fixture(scope="module")
 def phasing_model(source):
-    return mmtbx.model.manager(model_input=iotbx.pdb.input(
-        source_info=None, lines=source.phasing_model_pdb.splitlines()))
+    return model_from_pdb_text(source.phasing_model_pdb)
 
 
 class Case:

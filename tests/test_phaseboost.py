@@ -198,16 +198,12 @@ def test_a_change_that_dominates_the_map_gets_a_lighter_final_weight():
     the map is closer to the truth than at the initial map's weight."""
     import io
 
-    import iotbx.pdb
-    import mmtbx.model
-
     from meteor_cctbx import family
-    from meteor_cctbx.model_phases import model_structure_factors
+    from meteor_cctbx.model_phases import model_from_pdb_text, model_structure_factors
     from meteor_cctbx.phaseboost import FINAL_WEIGHT_REFERENCE
 
     source = family.source_small(d_min=2.0)
-    model = mmtbx.model.manager(model_input=iotbx.pdb.input(
-        source_info=None, lines=source.phasing_model_pdb.splitlines()))
+    model = model_from_pdb_text(source.phasing_model_pdb)
     case = family.make_case(source, "spread", 0.4, 1.0, cell_change=1.0)
     f_model = model_structure_factors(model, case.native).f_model
     log = io.StringIO()
