@@ -278,15 +278,16 @@ def enhance_as_initial(first: Enhancement, difference: np.ndarray,
     elif relative is not None:
         weight = (params.tv.weight if choice(params.tv.mode) == "fixed" else
                   relative * parameter_choice.rms(weighted_map))
-        final_map = tv.denoise(weighted_map, weight, tv_settings(params))
+        final_map = None  # denoised below, once the weight is final
     scale = None
     if relative is not None and choice(params.tv.mode) == "optimize" and \
             choice(params.tv.criterion) == "validation":
         scale, why = final_weight_scale(params.phaseboost.final_weight_scale, relative)
         print(f"  Final TV weight: the initial map's times {scale:.3g}{why}.", file=log)
         if scale != 1:
-            weight, relative = weight * scale, relative * scale
-            final_map = tv.denoise(weighted_map, weight, tv_settings(params))
+            weight, relative, final_map = weight * scale, relative * scale, None
+    if final_map is None:
+        final_map = tv.denoise(weighted_map, weight, tv_settings(params))
     if weight is not None:
         coefficients = grid.to_coefficients(final_map)
         print(f"  TV denoising with weight {weight:.4g} ({relative:.3g} x rms"
