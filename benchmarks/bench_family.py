@@ -25,6 +25,9 @@ F_der - F_nat.  Per case the rows are:
   to 10 x map rms, refined to 0.01 decade around the best) on the default's k-weighted map;
 * ``phaseboost`` (validation), its own oracle (final TV weight brute force on its retrieved
   difference), and ``phaseboost negentropy`` (meteor-maps' loop rule, ``--pb-negentropy``);
+* ``phaseboost reproducibility``: the correlation of the phase changes retrieved from two
+  halves of the data (phaseboost.reproducibility_check), parameter 1 where it passed the
+  threshold (the final map is then of the retrieved difference, else the initial map);
 * ``meteor-maps diffmap / phaseboost`` (``--meteor-maps``; run as subprocesses from their own
   venv, see reference_tools.py) and cctbx ``fobs_minus_fobs_map`` plain and multiscale.
 
@@ -169,6 +172,10 @@ def run_ours(case, f_model, args) -> dict:
         rows["phaseboost oracle"] = oracle(retrieved, boost.grid, scorer,
                                            tv_settings(params), args.oracle_points) + (None,)
         rows["phaseboost iterations"] = (float(len(boost.iterations)), None, None)
+        check = boost.metadata["reproducibility"]
+        if check is not None:  # the correlation of the halves' phase changes, and the verdict
+            rows["phaseboost reproducibility"] = (check["correlation"],
+                                                  float(check["reproducible"]), None)
         if args.pb_negentropy:
             start = time.perf_counter()
             old = compute_phaseboost(case.derivative, case.native, f_model,

@@ -74,9 +74,13 @@ def difference_result_columns(result) -> dict:
 
 
 def phaseboost_columns(program) -> dict:
-    """difference_columns plus the phase-retrieval iterations and why the loop stopped."""
+    """difference_columns plus the phase-retrieval iterations, why the loop stopped, and its
+    reproducibility check: the halves' correlation and which map was written (None: no
+    check)."""
+    check = program.result.metadata.get("reproducibility") or {}
     return {**difference_columns(program), "iterations": len(program.result.iterations),
-            "stop_reason": program.result.stop_reason}
+            "stop_reason": program.result.stop_reason,
+            "halves_cc": check.get("correlation"), "final_map": check.get("final_map")}
 
 
 def extrapolate_columns(program) -> dict:

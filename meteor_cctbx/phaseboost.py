@@ -200,6 +200,56 @@ def loop_tv_weights(initial_difference: np.ndarray, weighted_initial: np.ndarray
     return [weight * scale], scan, scale
 
 
+def across_phase_component(difference: np.ndarray, unit_phases: np.ndarray) -> np.ndarray:
+    """The part of complex ``difference`` perpendicular to the phases ``unit_phases``
+    (exp(i phi)): i Im(D exp(-i phi)) exp(i phi), what a change of phase adds to D."""
+    return 1j * np.imag(difference * np.conj(unit_phases)) * unit_phases
+
+
+def complex_correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Re<a, b> / (|a| |b|) of two complex arrays (0 when either is zero)."""
+    norm = float(np.sqrt(np.vdot(a, a).real * np.vdot(b, b).real))
+    return float(np.vdot(a, b).real / norm) if norm > 0 else 0.0
+
+
+@dataclass
+class Reproducibility:
+    """phaseboost.reproducibility_check: the correlation of the phase changes that the loop
+    retrieves from two independent halves of the data, and the threshold it was held to."""
+
+    correlation: float
+    threshold: float
+    seconds: float
+
+    @property
+    def reproducible(self) -> bool:
+        return self.correlation >= self.threshold
+
+    def as_dict(self) -> dict:
+        return {"correlation": self.correlation, "threshold": self.threshold,
+                "reproducible": self.reproducible, "seconds": self.seconds,
+                "final_map": "retrieved" if self.reproducible else "initial"}
+
+
+def check_reproducibility(derivative_amplitudes: np.ndarray, native: np.ndarray,
+                          sigma_delta: np.ndarray, weights: np.ndarray | None,
+                          retrieve, threshold: float, seed: int) -> Reproducibility:
+    """Data fission of the loop: ``retrieve(amplitudes)`` (the loop, as run on the data) on
+    |F_der| + z and |F_der| - z with z ~ N(0, sigma_delta) (two halves with independent noise
+    when the amplitudes' noise is Gaussian of that sigma), and the complex correlation of the
+    components of their retrieved differences F_der' - F_nat (times ``weights``, the figures
+    of merit, when given) across the phases of ``native``."""
+    start = time.perf_counter()
+    noise = np.random.default_rng(seed).normal(size=derivative_amplitudes.shape) * sigma_delta
+    unit_phases = np.exp(1j * np.angle(native))
+    across = []
+    for sign in (1.0, -1.0):
+        difference = retrieve(np.abs(derivative_amplitudes + sign * noise)) - native
+        across.append(across_phase_component(
+            difference if weights is None else difference * weights, unit_phases))
+    return Reproducibility(complex_correlation(*across), threshold, time.perf_counter() - start)
+
+
 #: phaseboost.final_weight_scale=Auto: below this final relative weight (x the retrieved map's
 #: rms) the weight is lowered, as (relative / FINAL_WEIGHT_REFERENCE)^FINAL_WEIGHT_POWER and
 #: not below FINAL_WEIGHT_FLOOR.  A weight that is a small multiple of the map's rms means the
@@ -301,6 +351,29 @@ def enhance_as_initial(first: Enhancement, difference: np.ndarray,
         timings={**first.timings, "final": time.perf_counter() - start})
 
 
+def reproducibility_of(retrieve, derivative_amplitudes: np.ndarray, native: np.ndarray,
+                       pair, params, log) -> Reproducibility | None:
+    """phaseboost.reproducibility_check for the loop ``retrieve`` (amplitudes -> complex
+    F_der'), with the log lines; None when it is off or the data lack sigmas."""
+    boost = params.phaseboost
+    if not boost.reproducibility_check:
+        return None
+    if pair.sigma_delta is None:
+        print("  Reproducibility check skipped: the data have no sigmas.", file=log)
+        return None
+    print("  Reproducibility check: the loop on two halves of the data, |F_der| +- z with "
+          "z ~ N(0, sigma_delta), each for at most the loop's iterations ...", file=log,
+          flush=True)
+    check = check_reproducibility(derivative_amplitudes, native, pair.sigma_delta,
+                                  pair.figures_of_merit, retrieve,
+                                  boost.reproducibility_threshold, params.validation.seed)
+    verdict = ("reproducible" if check.reproducible else
+               "NOT reproducible: the loop's phase change is within the noise")
+    print(f"    correlation of the halves' phase changes {check.correlation:.3f} (threshold "
+          f"{check.threshold:g}): {verdict} ({check.seconds:.1f} s)", file=log)
+    return check
+
+
 @dataclass
 class PhaseboostResult(DiffmapResult):
     """DiffmapResult plus the retrieved derivative and the loop's history."""
@@ -353,14 +426,26 @@ def compute_phaseboost(derivative: miller.array, native: miller.array, phases: m
           f", tolerance {boost.convergence_tolerance} deg, at most {boost.max_iterations} "
           f"iterations{'' if free is None else f'; {free.n_free} free reflections left out'}):",
           file=log)
-    retrieval = retrieve_derivative_phases(
-        derivative_amplitudes, native_coefficients, loop_grid, loop_weights,
-        tv_settings(params), boost.convergence_tolerance, boost.max_iterations, log, free)
+    def retrieve(amplitudes: np.ndarray, max_iterations: int, loop_log=None) -> PhaseRetrieval:
+        return retrieve_derivative_phases(
+            amplitudes, native_coefficients, loop_grid, loop_weights, tv_settings(params),
+            boost.convergence_tolerance, max_iterations, loop_log, free)
+
+    retrieval = retrieve(derivative_amplitudes, boost.max_iterations, log)
     loop_seconds = time.perf_counter() - loop_start
     print(f"  Stopped after {len(retrieval.iterations)} iterations: {retrieval.stop_reason}",
           file=log)
+    # the halves run at most as many iterations as the loop on the data did
+    reproducibility = reproducibility_of(
+        lambda amplitudes: retrieve(amplitudes, len(retrieval.iterations)).derivative,
+        derivative_amplitudes, native_coefficients, pair, params, log)
     retrieved_difference = retrieval.derivative - native_coefficients
-    if as_initial:
+    if reproducibility is not None and not reproducibility.reproducible:
+        print("  Final map: the initial difference map (the retrieved phase change is not "
+              "reproducible).", file=log)
+        enhancement = first if as_initial else enhance(weighted_initial, pair.sigma_delta,
+                                                       grid, params, log)
+    elif as_initial:
         print("  Final map of F_der' - F_nat with the initial map's k and TV weight:", file=log)
         enhancement = enhance_as_initial(first, pair.weighted(retrieved_difference),
                                          pair.sigma_delta, grid, params, log)
@@ -373,8 +458,11 @@ def compute_phaseboost(derivative: miller.array, native: miller.array, phases: m
                     stop_reason=retrieval.stop_reason,
                     iterations=[vars(i) for i in retrieval.iterations],
                     loop_tv_weights=loop_weights, loop_weight_scale=loop_scale,
+                    reproducibility=reproducibility.as_dict() if reproducibility else None,
                     loop_tv_scan=loop_scan.as_dict() if loop_scan else None)
     metadata["timings_seconds"].update(phase_retrieval=loop_seconds,
+                                       reproducibility_check=reproducibility.seconds
+                                       if reproducibility else None,
                                        total=time.perf_counter() - start)
     return PhaseboostResult(
         map_coefficients=complex_array(pair.derivative, enhancement.coefficients),

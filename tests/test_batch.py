@@ -247,6 +247,8 @@ def test_scheduler_and_workers_as_processes_with_a_killed_worker(series, dask_pr
     rows = read_csv(out / "summary.csv")
     assert [row["status"] for row in rows] == ["ok"] * len(series.derivatives), rows
     assert all(int(row["iterations"]) >= 1 for row in rows)
+    assert all(row["final_map"] == ("retrieved" if float(row["halves_cc"]) >= 0.15 else "initial")
+               for row in rows)
     assert not list(out.rglob(".*.tmp*"))  # nothing left of the killed run
     monkeypatch.chdir(tmp_path)
     status, log = run_quietly(phaseboost.Program, [series.derivatives[2],

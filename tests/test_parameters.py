@@ -292,6 +292,10 @@ CASES = {
         "phaseboost.loop_sampling": (D + ["phaseboost.max_iterations=3"], "2", "map"),
         "phaseboost.final_weight_scale": (OPTIMIZE_TV + ["phaseboost.max_iterations=3"], "0.5",
                                            "map"),
+        "phaseboost.reproducibility_check": (D + ["phaseboost.max_iterations=3"], "False",
+                                              "record"),
+        "phaseboost.reproducibility_threshold": (D + ["phaseboost.max_iterations=3"], "1",
+                                                  "map"),
         "output.prefix": (D + ["phaseboost.max_iterations=1"], "other", "files"),
     },
     "local_scale": {
