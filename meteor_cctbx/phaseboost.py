@@ -24,6 +24,12 @@ map, and the loop uses every reflection; a second validation would need free ref
 out of the loop (``final_parameters=retrieved`` does that; on the benchmark family at 2.0 A
 its maps correlate as well or worse with the truth on every case, by up to 0.024).
 
+Reproducibility (``reproducibility_check``, on by default): the loop runs again on two halves
+of the data, |F_der| + z and |F_der| - z with z ~ N(0, sigma_delta) (data fission), each for at
+most the loop's iterations; where the components across the model phases of the two retrieved
+differences correlate below ``reproducibility_threshold``, the loop's phase change is noise and
+the final map is the initial one (meteor.diffmap's).
+
 Grids: the initial and final maps are on meteor.diffmap's grid (map.sampling, Auto d_min/2),
 so the initial map and its choice are diffmap's; the loop runs on a finer grid
 (phaseboost.loop_sampling, Auto d_min/3), at the initial map's relative TV weight times the

@@ -57,7 +57,11 @@ Usage:
         iterations = self.result.iterations
         numbers = [i.iteration for i in iterations]
         tolerance = self.params.phaseboost.convergence_tolerance
-        return [Panel(f"Phase retrieval: {self.result.stop_reason}", "iteration",
+        check = self.result.metadata.get("reproducibility")
+        verdict = "" if check is None else (
+            f"; halves' CC {check['correlation']:.2f}"
+            f"{'' if check['reproducible'] else ', not reproducible: initial map'}")
+        return [Panel(f"Phase retrieval: {self.result.stop_reason}{verdict}", "iteration",
                       "mean phase change (deg)", numbers, [i.phase_change for i in iterations],
                       log_y=True, hlines=[(tolerance, f"tolerance {tolerance:g} deg")]
                       if tolerance > 0 else [],
