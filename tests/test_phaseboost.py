@@ -309,6 +309,13 @@ def test_a_phase_change_within_the_noise_leaves_the_initial_map(small_source):
     truth = case.true_difference
     assert map_correlation(checked.map_coefficients, truth) > \
         map_correlation(unchecked.map_coefficients, truth) + 0.015
+    # re-chosen after the loop (final_parameters=retrieved): the fallback is diffmap's choice
+    params = default_params("phaseboost")
+    params.phaseboost.final_parameters = "retrieved"
+    retrieved = compute_phaseboost(case.derivative, case.native, f_model, params)
+    assert retrieved.metadata["reproducibility"]["final_map"] == "initial"
+    assert np.array_equal(retrieved.map_coefficients.data().as_numpy_array(),
+                          diffmap.map_coefficients.data().as_numpy_array())
 
 
 def test_a_clear_phase_change_is_reproducible_and_kept(small_source):
