@@ -55,7 +55,7 @@ from meteor_cctbx.grid import CellGrid
 from meteor_cctbx.negentropy import negentropy
 from meteor_cctbx.maximize import ScanResult, scan_point_logger
 from meteor_cctbx.phil import choice, default_params
-from meteor_cctbx.validation import FreeSet
+from meteor_cctbx.validation import FreeSet, free_correlation
 
 STOP_CONVERGED = "phase change below tolerance"
 STOP_NEGENTROPY = "negentropy after TV decreased"
@@ -212,12 +212,6 @@ def across_phase_component(difference: np.ndarray, unit_phases: np.ndarray) -> n
     return 1j * np.imag(difference * np.conj(unit_phases)) * unit_phases
 
 
-def complex_correlation(a: np.ndarray, b: np.ndarray) -> float:
-    """Re<a, b> / (|a| |b|) of two complex arrays (0 when either is zero)."""
-    norm = float(np.sqrt(np.vdot(a, a).real * np.vdot(b, b).real))
-    return float(np.vdot(a, b).real / norm) if norm > 0 else 0.0
-
-
 @dataclass
 class Reproducibility:
     """phaseboost.reproducibility_check: the correlation of the phase changes that the loop
@@ -248,12 +242,13 @@ def check_reproducibility(derivative_amplitudes: np.ndarray, native: np.ndarray,
     start = time.perf_counter()
     noise = np.random.default_rng(seed).normal(size=derivative_amplitudes.shape) * sigma_delta
     unit_phases = np.exp(1j * np.angle(native))
-    across = []
-    for sign in (1.0, -1.0):
-        difference = retrieve(np.abs(derivative_amplitudes + sign * noise)) - native
-        across.append(across_phase_component(
-            difference if weights is None else difference * weights, unit_phases))
-    return Reproducibility(complex_correlation(*across), threshold, time.perf_counter() - start)
+    across = [across_phase_component(
+        retrieve(np.abs(derivative_amplitudes + sign * noise)) - native, unit_phases)
+        for sign in (1.0, -1.0)]
+    # the correlation of the weighted components: each reflection counts weights^2
+    squared = np.ones(native.shape) if weights is None else weights ** 2
+    return Reproducibility(free_correlation(*across, squared), threshold,
+                           time.perf_counter() - start)
 
 
 #: phaseboost.final_weight_scale=Auto: below this final relative weight (x the retrieved map's
