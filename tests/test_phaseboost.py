@@ -197,20 +197,36 @@ def test_auto_final_weight_scale_lowers_only_a_weight_that_is_small_against_the_
     assert final_weight_scale(0.8, 1.3)[0] == final_weight_scale(0.8, 0.2)[0] == 0.8
 
 
-def test_a_change_that_dominates_the_map_gets_a_lighter_final_weight():
+@pytest.fixture(scope="module")
+def small_source():
+    from meteor_cctbx import family
+    from meteor_cctbx.model_phases import model_from_pdb_text
+
+    source = family.source_small(d_min=2.0)
+    return source, model_from_pdb_text(source.phasing_model_pdb)
+
+
+def small_case(small_source, change: str, occupancy: float, noise: float,
+               cell_change: float = 0.0):
+    """A case of the small synthetic family (source_small at 2.0 A) and F_model of its phasing
+    model on the case's native reflections."""
+    from meteor_cctbx import family
+    from meteor_cctbx.model_phases import model_structure_factors
+
+    source, model = small_source
+    case = family.make_case(source, change, occupancy, noise, cell_change=cell_change)
+    return case, model_structure_factors(model, case.native).f_model
+
+
+def test_a_change_that_dominates_the_map_gets_a_lighter_final_weight(small_source):
     """A non-isomorphous pair (cell edges 1 % longer: a widespread difference), spread change
     at q = 0.4: the retrieved map's weight is a small multiple of its rms, Auto lowers it, and
     the map is closer to the truth than at the initial map's weight."""
     import io
 
-    from meteor_cctbx import family
-    from meteor_cctbx.model_phases import model_from_pdb_text, model_structure_factors
     from meteor_cctbx.phaseboost import FINAL_WEIGHT_REFERENCE
 
-    source = family.source_small(d_min=2.0)
-    model = model_from_pdb_text(source.phasing_model_pdb)
-    case = family.make_case(source, "spread", 0.4, 1.0, cell_change=1.0)
-    f_model = model_structure_factors(model, case.native).f_model
+    case, f_model = small_case(small_source, "spread", 0.4, 1.0, cell_change=1.0)
     log = io.StringIO()
     auto = compute_phaseboost(case.derivative, case.native, f_model, log=log)
     params = default_params("phaseboost")
@@ -264,24 +280,6 @@ def test_reproducibility_check_tells_a_phase_change_in_the_data_from_one_made_by
     assert again.correlation == carried.correlation  # seeded
     assert carried.as_dict()["final_map"] == "retrieved"
     assert noise.as_dict()["final_map"] == "initial"
-
-
-@pytest.fixture(scope="module")
-def small_source():
-    from meteor_cctbx import family
-    from meteor_cctbx.model_phases import model_from_pdb_text
-
-    source = family.source_small(d_min=2.0)
-    return source, model_from_pdb_text(source.phasing_model_pdb)
-
-
-def small_case(small_source, change: str, occupancy: float, noise: float):
-    from meteor_cctbx import family
-    from meteor_cctbx.model_phases import model_structure_factors
-
-    source, model = small_source
-    case = family.make_case(source, change, occupancy, noise)
-    return case, model_structure_factors(model, case.native).f_model
 
 
 def test_a_phase_change_within_the_noise_leaves_the_initial_map(small_source):
