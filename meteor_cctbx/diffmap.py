@@ -198,7 +198,7 @@ def search_tv(coefficients: np.ndarray, grid: CellGrid, params, raw: np.ndarray,
     if chosen.refinement is not None:
         lowest, highest = chosen.tied_range
         taken = (f"negentropy still rises at {highest:.3g} (no maximum inside) on a clear "
-                 f"change: the best CC_free, {chosen.relative_weight:.3g} x rms, is taken"
+                 f"change: CC_free's peak, {chosen.relative_weight:.3g} x rms, is taken"
                  if chosen.best_cc_free_taken else
                  f"the weight of highest negentropy there is {chosen.relative_weight:.3g} x rms")
         print(f"  CC_free is within one standard error of the best from {lowest:.3g} to "
@@ -344,7 +344,7 @@ def enhance(raw: np.ndarray, sigma_delta: np.ndarray | None, grid: CellGrid, par
                 "tv_refinement_scan": tv_choice.refinement.as_dict()
                 if tv_choice and tv_choice.refinement else None,
                 # a clear change whose full-map negentropy still rose at the tie's heavier
-                # end: the best CC_free was taken
+                # end: CC_free's peak was taken (parameter_choice.cc_free_peak)
                 "tv_best_cc_free_taken": tv_choice.best_cc_free_taken if tv_choice else None}
     return Enhancement(coefficients, final_map, k, k_choice.scan if k_choice else None, weight,
                        tv_choice.scan if tv_choice else None,

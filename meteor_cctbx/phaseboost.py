@@ -288,7 +288,7 @@ def enhance_as_initial(first: Enhancement, difference: np.ndarray,
     on the initial map (``first``): the same weight in map units (not the same multiple of the
     map's rms: the retrieved map has the initial map's noise and more signal), or, where the
     initial map's CC_free tied a range of weights, the weight of highest negentropy of the
-    retrieved map in that range (in map units too; the initial map's best CC_free where that
+    retrieved map in that range (in map units too; the initial map's CC_free peak where that
     negentropy still rises at the range's heavier end, as in diffmap); ``first``'s scans and
     criteria are kept as the record of the choice."""
     start = time.perf_counter()
@@ -317,13 +317,15 @@ def enhance_as_initial(first: Enhancement, difference: np.ndarray,
         best = parameter_choice.best_uncollapsed(first.tv_scan) if first.tv_scan else None
         clear = best is not None and parameter_choice.is_clear_change(
             best.score, first.criteria.get("tv_cc_free_standard_error"))
-        fallback = best.parameter * to_retrieved if clear else None
+        fallback = (parameter_choice.cc_free_peak(first.tv_scan,
+                                                  *first.criteria["tv_tied_range"])
+                    * to_retrieved if clear else None)
         _, relative, final_map, rising = parameter_choice.negentropy_within_tie(
             weighted_map, tv_settings(params), tied[0], tied[1], fallback,
             report=scan_point_logger(log, "TV weight", "negentropy", " x rms"))
         if rising and fallback is not None:
             print(f"  Negentropy still rises at {tied[1]:.3g} (no maximum inside) on a clear "
-                  f"change: the initial map's best CC_free, {relative:.3g} x rms, is taken.",
+                  f"change: the initial map's CC_free peak, {relative:.3g} x rms, is taken.",
                   file=log)
         weight = relative * parameter_choice.rms(weighted_map)
     elif relative is not None:

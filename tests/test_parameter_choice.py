@@ -11,9 +11,10 @@ from libtbx.utils import Sorry
 
 from meteor_cctbx import family, kweight, tv
 from meteor_cctbx.diffmap import compute_diffmap, tv_settings
-from meteor_cctbx.maximize import maximize_scalar
+from meteor_cctbx.maximize import ScanPoint, ScanResult, maximize_scalar
 from meteor_cctbx.model_phases import model_from_pdb_text, model_structure_factors
-from meteor_cctbx.parameter_choice import CLEAR_SIGNAL_Z, SIGNAL_Z, choose_k
+from meteor_cctbx.parameter_choice import (CLEAR_SIGNAL_Z, PEAK_FIT_HALF_WIDTH, SIGNAL_Z,
+                                           cc_free_peak, choose_k)
 from meteor_cctbx.phaseboost import compute_phaseboost
 from meteor_cctbx.phil import default_params
 from meteor_cctbx.validation import FreeScorer, FreeSet, free_correlation
@@ -116,10 +117,11 @@ def test_scan_records_both_criteria_and_the_choice(spread):
     refinement = record["criteria"]["tv_refinement_scan"]
     if highest > lowest:
         # negentropy's maximum, or on a clear change where negentropy still rises at the
-        # heavier end, the best CC_free
+        # heavier end, CC_free's peak
         taken = record["criteria"]["tv_best_cc_free_taken"]
         assert not taken or refinement["best_parameter"] == highest
-        assert chosen == (scan.best.parameter if taken else refinement["best_parameter"])
+        assert chosen == (cc_free_peak(scan, lowest, highest) if taken
+                          else refinement["best_parameter"])
         assert all(lowest <= p["parameter"] <= highest for p in refinement["points"])
         assert refinement["best_score"] == max(p["score"] for p in refinement["points"])
     else:
@@ -346,8 +348,9 @@ def test_negentropy_rising_through_the_tie_leaves_the_choice_to_cc_free(source,
                                                                           phasing_model):
     """A non-isomorphous pair (derivative cell edges 1 % longer: a difference that is not
     sparse), a clear change: the full map's negentropy still rises at the tie's heavier end,
-    so it marks no weight where TV just removes the noise, and the best CC_free is taken; that
-    map is closer to the truth than the one at negentropy's end of the tie."""
+    so it marks no weight where TV just removes the noise, and CC_free's peak is taken (the
+    vertex of the parabola through the scan points near the best, within the tie); that map is
+    closer to the truth than the one at negentropy's end of the tie."""
     from meteor_cctbx.diffmap import complex_array
     from meteor_cctbx.map_metrics import map_correlation
     from meteor_cctbx.parameter_choice import best_uncollapsed
@@ -363,7 +366,9 @@ def test_negentropy_rising_through_the_tie_leaves_the_choice_to_cc_free(source,
     assert best.score >= CLEAR_SIGNAL_Z * criteria["tv_cc_free_standard_error"]
     assert criteria["tv_refinement_scan"]["best_parameter"] == highest > lowest
     chosen = result.metadata["tv_weight_relative"]
-    assert chosen == best.parameter < highest
+    assert chosen == cc_free_peak(result.tv_scan, lowest, highest)
+    assert lowest <= chosen < highest
+    assert abs(np.log10(chosen / best.parameter)) <= PEAK_FIT_HALF_WIDTH
     assert "negentropy still rises" in log.getvalue()
     difference = result.pair.weighted_difference
     weighted = result.grid.to_map(difference * kweight.kweights(
@@ -375,6 +380,35 @@ def test_negentropy_rising_through_the_tie_leaves_the_choice_to_cc_free(source,
     # measured: 0.726 against 0.719
     assert map_correlation(result.map_coefficients, truth) > \
         map_correlation(at_end, truth) + 0.004
+
+
+def scan_of(curve, weights) -> ScanResult:
+    """A validation scan of CC_free ``curve(log10 weight)`` at ``weights`` (negentropy rising
+    with the weight: no point collapsed)."""
+    return ScanResult("tv_weight_relative", [
+        ScanPoint(w, float(curve(np.log10(w))), 0.0, {"negentropy": float(w)}) for w in weights])
+
+
+def test_cc_free_peak_is_the_vertex_of_the_parabola_near_the_best_within_the_tie():
+    """Points on an exact parabola peaking at 0.5 (log10 -0.301), scanned on a 0.1-decade grid
+    whose best point is 0.5012 away from it: the vertex is found between the points; points
+    beyond PEAK_FIT_HALF_WIDTH of the best do not pull it; it stays within the tie; too few
+    points or a curve without a maximum leave the best point."""
+    peak = np.log10(0.5)
+    weights = [0.1, 0.316, 0.398, 0.447, 0.562, 0.631, 0.708, 1.0, 3.16]
+
+    def parabola_then_cliff(x):  # a parabola near the peak, falling off a cliff far above it
+        return 0.3 - (x - peak) ** 2 - (2.0 if x > 0.2 else 0.0)
+
+    scan = scan_of(parabola_then_cliff, weights)
+    assert scan.best.parameter == 0.447
+    assert cc_free_peak(scan, 0.1, 3.16) == pytest.approx(0.5, rel=1e-9)
+    assert cc_free_peak(scan, 0.447, 0.631) == pytest.approx(0.5, rel=1e-9)
+    assert cc_free_peak(scan, 0.52, 0.631) == 0.52  # the vertex outside the tie: its end
+    sparse = scan_of(parabola_then_cliff, [0.1, 0.447, 3.16])  # one point within 0.3 decade
+    assert cc_free_peak(sparse, 0.1, 3.16) == 0.447
+    convex = scan_of(lambda x: (x - peak) ** 2, [0.398, 0.447, 0.562])
+    assert cc_free_peak(convex, 0.398, 0.562) == convex.best.parameter
 
 
 def test_no_signal_falls_back_and_warns(source, phasing_model):
