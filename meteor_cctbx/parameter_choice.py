@@ -227,8 +227,9 @@ def negentropy_within_tie(real_map: np.ndarray, settings: tv.TvSettings, lowest:
     """The relative TV weight among the tied ones, [lowest, highest]: the one of highest
     negentropy of ``real_map`` denoised, or ``fallback`` (CC_free's peak on a clear change,
     ``cc_free_peak``; None: none) where negentropy has no maximum inside the tie but still
-    rises at its heavier end.  Negentropy marks the weight where TV just removes the noise where it peaks; rising
-    through the whole tie it shows its own bias (it keeps growing as TV flattens a map).  On
+    rises at its heavier end.  Negentropy marks the weight where TV just removes the noise
+    where it peaks; rising through the whole tie it shows its own bias (it keeps growing as TV
+    flattens a map).  On
     the benchmark family's non-isomorphous pairs, whose differences are not sparse, it took
     the tie's heavier end, 0.009-0.022 below the best CC_free point in CC with the truth; on
     a weak change (3 standard errors) the best CC_free point was 0.030 worse, hence the
