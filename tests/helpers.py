@@ -8,7 +8,12 @@ from pathlib import Path
 import iotbx.mtz
 import numpy as np
 
+from meteor_cctbx import family, kweight, tv
 from meteor_cctbx.command_line import run_as_command
+from meteor_cctbx.diffmap import compute_diffmap, tv_settings
+from meteor_cctbx.maximize import maximize_scalar
+from meteor_cctbx.model_phases import model_structure_factors
+from meteor_cctbx.phil import default_params
 
 #: Fixed k and TV weight: a difference-map run in about a second (no scans).
 FAST = ["kweight.mode=fixed", "tv.mode=fixed"]
@@ -213,3 +218,39 @@ def loads_or_sorry(path: Path, data: bytes) -> str:
         assert str(error).strip() and "\n" not in str(error).strip()
         return "sorry"
     return "loaded"
+
+
+class OracleCase:
+    """A family case with its F_model, the default and negentropy diffmaps, and the truth."""
+
+    def __init__(self, source, phasing_model, change, occupancy, noise):
+        self.case = family.make_case(source, change, occupancy, noise)
+        self.f_model = model_structure_factors(phasing_model, self.case.native).f_model
+        self.default = compute_diffmap(self.case.derivative, self.case.native, self.f_model)
+        self.grid = self.default.grid
+        truth = self.case.true_difference.common_set(self.default.raw_coefficients)
+        assert truth.indices().all_eq(self.default.raw_coefficients.indices())
+        self.truth_map = self.grid.to_map(truth.data().as_numpy_array()).ravel()
+
+    def cc(self, real_map) -> float:
+        return float(np.corrcoef(np.asarray(real_map).ravel(), self.truth_map)[0, 1])
+
+    def cc_output(self, result) -> float:
+        """CC with the truth of a result's output coefficients (the map a user gets; its TV
+        stage may have run on another grid)."""
+        return self.cc(self.grid.to_map(result.map_coefficients.data().as_numpy_array()))
+
+    def weighted_map(self) -> np.ndarray:
+        """The map the default's TV stage denoised: m dF exp(i phi), k-weighted."""
+        raw = self.default.pair.weighted_difference
+        return self.grid.to_map(raw * kweight.kweights(raw, self.default.pair.sigma_delta,
+                                                       self.default.k_parameter))
+
+    def oracle(self) -> tuple[float, float]:
+        """(best CC with the truth, its relative TV weight): brute force to 0.01 decade."""
+        weighted = self.weighted_map()
+        rms = float(weighted.std())
+        settings = tv_settings(default_params("diffmap"))
+        scan = maximize_scalar(lambda w: self.cc(tv.denoise(weighted, w * rms, settings)),
+                               0.03, 10.0, n_coarse=13, log_scale=True, tolerance=0.01)
+        return scan.best.score, scan.best.parameter

@@ -11,13 +11,15 @@ from libtbx.utils import Sorry
 
 from meteor_cctbx import family, kweight, tv
 from meteor_cctbx.diffmap import compute_diffmap, tv_settings
-from meteor_cctbx.maximize import ScanPoint, ScanResult, maximize_scalar
+from meteor_cctbx.maximize import ScanPoint, ScanResult
 from meteor_cctbx.model_phases import model_from_pdb_text, model_structure_factors
 from meteor_cctbx.parameter_choice import (CLEAR_SIGNAL_Z, PEAK_FIT_HALF_WIDTH, SIGNAL_Z,
                                            cc_free_peak, choose_k)
 from meteor_cctbx.phaseboost import compute_phaseboost
 from meteor_cctbx.phil import default_params
 from meteor_cctbx.validation import FreeScorer, FreeSet, free_correlation
+
+from helpers import OracleCase
 
 SCAN_STEP_DECADES = 0.1  # the TV search's final bracket (tolerance) in log10 units
 
@@ -32,45 +34,9 @@ def phasing_model(source):
     return model_from_pdb_text(source.phasing_model_pdb)
 
 
-class Case:
-    """A family case with its F_model, the default and negentropy diffmaps, and the truth."""
-
-    def __init__(self, source, phasing_model, change, occupancy, noise):
-        self.case = family.make_case(source, change, occupancy, noise)
-        self.f_model = model_structure_factors(phasing_model, self.case.native).f_model
-        self.default = compute_diffmap(self.case.derivative, self.case.native, self.f_model)
-        self.grid = self.default.grid
-        truth = self.case.true_difference.common_set(self.default.raw_coefficients)
-        assert truth.indices().all_eq(self.default.raw_coefficients.indices())
-        self.truth_map = self.grid.to_map(truth.data().as_numpy_array()).ravel()
-
-    def cc(self, real_map) -> float:
-        return float(np.corrcoef(np.asarray(real_map).ravel(), self.truth_map)[0, 1])
-
-    def cc_output(self, result) -> float:
-        """CC with the truth of a result's output coefficients (the map a user gets; its TV
-        stage may have run on another grid)."""
-        return self.cc(self.grid.to_map(result.map_coefficients.data().as_numpy_array()))
-
-    def weighted_map(self) -> np.ndarray:
-        """The map the default's TV stage denoised: m dF exp(i phi), k-weighted."""
-        raw = self.default.pair.weighted_difference
-        return self.grid.to_map(raw * kweight.kweights(raw, self.default.pair.sigma_delta,
-                                                       self.default.k_parameter))
-
-    def oracle(self) -> tuple[float, float]:
-        """(best CC with the truth, its relative TV weight): brute force to 0.01 decade."""
-        weighted = self.weighted_map()
-        rms = float(weighted.std())
-        settings = tv_settings(default_params("diffmap"))
-        scan = maximize_scalar(lambda w: self.cc(tv.denoise(weighted, w * rms, settings)),
-                               0.03, 10.0, n_coarse=13, log_scale=True, tolerance=0.01)
-        return scan.best.score, scan.best.parameter
-
-
 @pytest.fixture(scope="module")
 def spread(source, phasing_model):
-    return Case(source, phasing_model, "spread", 0.4, 1.0)
+    return OracleCase(source, phasing_model, "spread", 0.4, 1.0)
 
 
 def negentropy_params(program="diffmap"):
@@ -97,7 +63,7 @@ def test_validation_finds_the_oracle_weight_where_negentropy_over_smooths(spread
                                                     ("compact", 0.2, 2.0)])
 def test_chosen_weight_within_one_scan_step_of_the_oracle(source, phasing_model, change,
                                                           occupancy, noise):
-    case = Case(source, phasing_model, change, occupancy, noise)
+    case = OracleCase(source, phasing_model, change, occupancy, noise)
     oracle_cc, oracle_weight = case.oracle()
     chosen = case.default.metadata["tv_weight_relative"]
     assert abs(np.log10(chosen / oracle_weight)) <= SCAN_STEP_DECADES, (chosen, oracle_weight)
