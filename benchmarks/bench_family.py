@@ -3,12 +3,13 @@ truth, a brute-force oracle of the TV weight, meteor-maps and cctbx's Fo-Fo maps
 
     python benchmarks/bench_family.py [--d-min 1.8] [--site chromophore]
         [--changes compact spread] [--occupancies 0.1 0.2 0.4 1.0] [--noise 1 2]
-        [--cell-change 0 1 2] [--meteor-maps] [--no-cctbx]
+        [--cell-change 0 1 2] [--shake-rms 0.3] [--meteor-maps] [--no-cctbx]
         [--no-phaseboost] [--no-diffmap] [--oracle-points 21] [--set KEY=VALUE ...]
 
 Cases come from ``meteor_cctbx.family`` (8a6g: the chromophore-free model as native, the
 chromophore as ligand, compact or spread change, occupancy q, noise drawn from the real
-sigmas x1 or x2, true structures shaken by 0.3 A so the phasing model is wrong).
+sigmas x1 or x2, true structures shaken by 0.3 A so the phasing model is wrong;
+``--shake-rms`` makes it more or less wrong).
 ``--site phe100_tyr183`` moves the change to a second site of the same crystal (the side
 chains of Phe 100 and Tyr 183 taken out of the native model: 15 atoms at B ~33 A^2 instead of
 the chromophore's ~19), which none of the defaults was tuned on.  ``--cell-change 1 2`` adds
@@ -224,6 +225,9 @@ def main(argv=None) -> int:
     parser.add_argument("--cell-change", nargs="+", type=float, default=[0.0],
                         help="per cent longer cell edges of the derivative crystal (0: "
                              "isomorphous)")
+    parser.add_argument("--shake-rms", type=float, default=0.3,
+                        help="rms shift (A) of the true native from the phasing model: how "
+                        "wrong the model phases are")
     parser.add_argument("--meteor-maps", action="store_true")
     parser.add_argument("--no-cctbx", dest="cctbx", action="store_false")
     parser.add_argument("--no-phaseboost", dest="phaseboost", action="store_false")
@@ -249,7 +253,8 @@ def main(argv=None) -> int:
             program_params(program, args.set)  # unknown keys fail here, before any case
     if args.set:
         print(f"our programs run with {' '.join(args.set)} (the '(default)' rows below)")
-    source = family.source_8a6g(args.data_dir, d_min=args.d_min, site=args.site)
+    source = family.source_8a6g(args.data_dir, d_min=args.d_min, site=args.site,
+                                shake_rms=args.shake_rms)
     model = model_from_pdb_text(source.phasing_model_pdb)
     summary = {}
     for case in family.family_cases(source, args.changes, args.occupancies, args.noise,
