@@ -2,7 +2,7 @@
 
     python benchmarks/bench_extrapolate.py [--d-min 2.0] [--changes compact spread]
         [--occupancies 0.1 0.2 0.4 1.0] [--noise 1 2] [--n-bootstrap 100]
-        [--difference diffmap|phaseboost|raw]
+        [--difference diffmap|phaseboost|raw] [--shake-rms 0.3]
 
 Run it with a Python that has cctbx and this package.  It writes
 ``benchmarks/_work/extrapolate/summary.json`` (git-ignored) and prints one table.  The full
@@ -137,6 +137,8 @@ def main(argv=None) -> int:
     parser.add_argument("--occupancies", nargs="+", type=float, default=[0.1, 0.2, 0.4, 1.0])
     parser.add_argument("--noise", nargs="+", type=float, default=[1.0, 2.0])
     parser.add_argument("--n-bootstrap", type=int, default=100)
+    parser.add_argument("--shake-rms", type=float, default=0.3,
+                        help="rms shift (A) of the true native from the phasing model")
     parser.add_argument("--estimator", default="combined")
     parser.add_argument("--difference", choices=("diffmap", "phaseboost", "raw"),
                         default="diffmap", help="extrapolate.difference: which dF is "
@@ -149,7 +151,7 @@ def main(argv=None) -> int:
     params.extrapolate.n_bootstrap = args.n_bootstrap
     params.extrapolate.estimator = args.estimator
     params.extrapolate.difference = args.difference
-    source = source_8a6g(DATA, d_min=args.d_min, site=args.site)
+    source = source_8a6g(DATA, d_min=args.d_min, site=args.site, shake_rms=args.shake_rms)
     rows = []
     for change in args.changes:
         for occupancy in args.occupancies:

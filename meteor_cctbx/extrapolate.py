@@ -147,6 +147,12 @@ def chosen_occupancy(estimate: OccupancyEstimate) -> float:
     return estimate.chosen.estimate
 
 
+#: Mean figure of merit of the model phases below which the log warns that the estimate reads
+#: low: on the 8a6g family at 2.0 A the estimates fell by about 12 % (chromophore compact q1
+#: 1.00 -> 0.88) as the phasing model's error doubled and the mean m fell from 0.82 to 0.58.
+LOW_FIGURE_OF_MERIT = 0.7
+
+
 def report_estimates(estimate: OccupancyEstimate, log) -> None:
     print(f"  Occupancy estimators ({estimate.settings['n_bootstrap']} bootstrap resamples "
           f"of the reflections, {100 * estimate.settings['confidence']:g} % intervals):",
@@ -161,6 +167,12 @@ def report_estimates(estimate: OccupancyEstimate, log) -> None:
     print("  (The estimators read the difference peaks against the model's median atom: a minor "
           "state less ordered than that atom reads low, a more ordered one high, by an amount "
           "the intervals do not include.)", file=log)
+    mean_m = estimate.settings.get("mean_figure_of_merit")
+    if mean_m is not None and mean_m < LOW_FIGURE_OF_MERIT:
+        print(f"  Warning: the model phases' mean figure of merit is {mean_m:.2f}: a difference "
+              f"on poor phases carries less of the change than the native map shows of the "
+              f"model, so the estimates read low (on the benchmark family up to 12 % lower at "
+              f"a mean m of 0.58 than at 0.82).", file=log)
 
 
 def compute_extrapolation(derivative: miller.array, native: miller.array, phases: miller.array,
@@ -213,6 +225,8 @@ def compute_extrapolation(derivative: miller.array, native: miller.array, phases
             confidence=settings.confidence,
             seed=settings.seed, sigma_native=None if pair.native.sigmas() is None else
             pair.native.sigmas().as_numpy_array(), sigma_difference=pair.sigma_delta)
+        if pair.figures_of_merit is not None:
+            estimate.settings["mean_figure_of_merit"] = float(pair.figures_of_merit.mean())
         report_estimates(estimate, log)
         print(f"  ({time.perf_counter() - step:.1f} s)", file=log)
         occupancy = chosen_occupancy(estimate)

@@ -221,7 +221,8 @@ def loads_or_sorry(path: Path, data: bytes) -> str:
 
 
 class OracleCase:
-    """A family case with its F_model, the default and negentropy diffmaps, and the truth."""
+    """A family case with its F_model, the default diffmap and the truth, and a brute-force
+    oracle of the TV weight."""
 
     def __init__(self, source, phasing_model, change, occupancy, noise):
         self.case = family.make_case(source, change, occupancy, noise)
