@@ -6,8 +6,8 @@
 
 Run it with a Python that has cctbx and this package.  It writes ``summary.json`` under
 ``--out-dir`` (default ``benchmarks/_work/extrapolate``, git-ignored) and prints one table.
-The full family (2 changes x 4 occupancies x 2 noise levels, 8a6g at 2.0 A) takes about 3 minutes on
-2 cores.
+The full family (2 changes x 4 occupancies x 2 noise levels, 8a6g at 2.0 A) takes about 3
+minutes on 2 cores.
 
 For every case, with default parameters (difference = diffmap unless ``--difference``,
 occupancy = auto), through the library API that the program calls (compute_extrapolation):
