@@ -1,6 +1,6 @@
 """Benchmark meteor.extrapolate on the realistic two-state family (meteor_cctbx.family).
 
-    python benchmarks/bench_extrapolate.py [--d-min 2.0] [--changes compact spread]
+    python benchmarks/bench_extrapolate.py [--d-min 2.0] [--changes compact spread [loop]]
         [--occupancies 0.1 0.2 0.4 1.0] [--noise 1 2] [--n-bootstrap 100]
         [--difference diffmap|phaseboost|raw] [--shake-rms 0.3] [--out-dir DIR]
 
@@ -41,7 +41,8 @@ sys.path.insert(0, str(ROOT))
 
 from meteor_cctbx.diffmap import complex_array  # noqa: E402
 from meteor_cctbx.extrapolate import OccupancyNotEstimated, compute_extrapolation  # noqa: E402
-from meteor_cctbx.family import SITES_8A6G, make_case, source_8a6g  # noqa: E402
+from meteor_cctbx.family import (ALL_CHANGES, CHANGES, SITES_8A6G, make_case,  # noqa: E402
+                                 source_8a6g)
 from meteor_cctbx.map_metrics import map_correlation, map_correlation_near  # noqa: E402
 from meteor_cctbx.model_phases import model_from_pdb_text, model_structure_factors  # noqa: E402
 from meteor_cctbx.phil import default_params  # noqa: E402
@@ -137,7 +138,8 @@ def main(argv=None) -> int:
     parser.add_argument("--site", choices=sorted(SITES_8A6G), default="chromophore",
                         help="where the change happens (meteor_cctbx.family.SITES_8A6G): the "
                         "chromophore, or a second site (hold-out-like check of the defaults)")
-    parser.add_argument("--changes", nargs="+", default=["compact", "spread"])
+    parser.add_argument("--changes", nargs="+", default=list(CHANGES),
+                        choices=ALL_CHANGES)
     parser.add_argument("--occupancies", nargs="+", type=float, default=[0.1, 0.2, 0.4, 1.0])
     parser.add_argument("--noise", nargs="+", type=float, default=[1.0, 2.0])
     parser.add_argument("--n-bootstrap", type=int, default=100)

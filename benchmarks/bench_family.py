@@ -2,14 +2,14 @@
 truth, a brute-force oracle of the TV weight, meteor-maps and cctbx's Fo-Fo maps.
 
     python benchmarks/bench_family.py [--d-min 1.8] [--site chromophore]
-        [--changes compact spread] [--occupancies 0.1 0.2 0.4 1.0] [--noise 1 2]
+        [--changes compact spread [loop]] [--occupancies 0.1 0.2 0.4 1.0] [--noise 1 2]
         [--cell-change 0 1 2] [--shake-rms 0.3] [--meteor-maps] [--no-cctbx]
         [--no-phaseboost] [--no-diffmap] [--oracle-points 21] [--set KEY=VALUE ...]
 
 Cases come from ``meteor_cctbx.family`` (8a6g: the chromophore-free model as native, the
-chromophore as ligand, compact or spread change, occupancy q, noise drawn from the real
-sigmas x1 or x2, true structures shaken by 0.3 A so the phasing model is wrong;
-``--shake-rms`` makes it more or less wrong).
+chromophore as ligand, compact or spread change (or ``loop``, a loop swung by 3-6 A),
+occupancy q, noise drawn from the real sigmas x1 or x2, true structures shaken by 0.3 A so
+the phasing model is wrong; ``--shake-rms`` makes it more or less wrong).
 ``--site phe100_tyr183`` moves the change to a second site of the same crystal (the side
 chains of Phe 100 and Tyr 183 taken out of the native model: 15 atoms at B ~33 A^2 instead of
 the chromophore's ~19), which none of the defaults was tuned on.  ``--cell-change 1 2`` adds
@@ -218,7 +218,8 @@ def main(argv=None) -> int:
     parser.add_argument("--site", choices=sorted(family.SITES_8A6G), default="chromophore",
                         help="where the change happens (meteor_cctbx.family.SITES_8A6G): the "
                         "chromophore, or a second site (hold-out-like check of the defaults)")
-    parser.add_argument("--changes", nargs="+", default=list(family.CHANGES))
+    parser.add_argument("--changes", nargs="+", default=list(family.CHANGES),
+                        choices=family.ALL_CHANGES)
     parser.add_argument("--occupancies", nargs="+", type=float,
                         default=list(family.OCCUPANCIES))
     parser.add_argument("--noise", nargs="+", type=float, default=list(family.NOISE_SCALES))

@@ -4,14 +4,17 @@ Every case is a crystal holding two states: the native, and a minor state presen
 ``occupancy`` q.  The derivative's structure factors are the mixture
 F_der = (1 - q) F_nat + q F_minor (each state with its own flat bulk solvent), so the true
 difference is F_der - F_nat = q (F_minor - F_nat) and the extrapolated structure factors
-F_nat + (F_der - F_nat)/q are exactly F_minor.  Two kinds of change make the minor state:
+F_nat + (F_der - F_nat)/q are exactly F_minor.  Three kinds of change make the minor state:
 
 * ``compact``: a ligand (for 8a6g, the chromophore OHD A 68 with its alternate conformations,
   or the atoms of another site of ``SITES_8A6G``) bound in the native's pocket; waters closer
   than 2.2 A to it leave;
 * ``spread``: the ligand plus the side chains within 4.5 A of it and one loop of six residues
   moved by 0.5-2 A (one rigid displacement per side chain or loop), and B-factors raised by
-  30 % within 10 A of the ligand.
+  30 % within 10 A of the ligand;
+* ``loop`` (not in the default family, ``CHANGES``): as ``spread``, but the loop swings about
+  the axis through its end atoms (a hinge, like a lid closing over a ligand) so that its
+  farthest atom moves by 3-6 A.
 
 The true native is the deposited model shaken by ~0.3 A rms, so the phasing model (the deposited
 model itself) is honestly wrong.  A non-isomorphous case (``cell_change`` per cent) grows the
@@ -41,7 +44,9 @@ from cctbx.array_family import flex
 
 from meteor_cctbx.synthetic import true_structure_factors
 
-CHANGES = ("compact", "spread")
+CHANGES = ("compact", "spread")     # the default family
+ALL_CHANGES = CHANGES + ("loop",)
+WATER_CLASH = 2.2   # A: the native's waters closer than this to the ligand leave
 OCCUPANCIES = (0.1, 0.2, 0.4, 1.0)
 NOISE_SCALES = (1.0, 2.0)
 N_SIGMA_SHELLS = 20
@@ -149,12 +154,19 @@ def measure(f_true: miller.array, relative_sigmas: np.ndarray, noise_scale: floa
                         ).set_observation_type_xray_amplitude()
 
 
+def check_change(change: str) -> None:
+    """ValueError unless ``change`` is one of ALL_CHANGES."""
+    if change not in ALL_CHANGES:
+        raise ValueError(f"unknown change {change!r}; expected one of {ALL_CHANGES}")
+
+
 def make_case(source: TwoStateSource, change: str, occupancy: float, noise_scale: float,
               seed: int = 0, cell_change: float = 0.0) -> FamilyCase:
     """One case of the family: measured pair, phasing model and truths; ``cell_change``
     (per cent) makes the derivative crystal non-isomorphous (module docstring)."""
     if not 0 < occupancy <= 1:
         raise ValueError(f"occupancy must be in (0, 1], got {occupancy}")
+    check_change(change)
     f_native = source.true_structure_factors("native")
     f_minor = source.true_structure_factors(change)
     own_native, own_minor = (source.true_structure_factors(state, cell_change)
@@ -163,7 +175,7 @@ def make_case(source: TwoStateSource, change: str, occupancy: float, noise_scale
     f_derivative = own_native.customized_copy(data=own_native.data() + minor_change)
     difference = f_native.customized_copy(
         data=f_derivative.data() - f_native.data() if cell_change else minor_change)
-    case_seed = [seed, CHANGES.index(change), int(round(occupancy * 1000)),
+    case_seed = [seed, ALL_CHANGES.index(change), int(round(occupancy * 1000)),
                  int(round(noise_scale * 100))] + ([int(round(cell_change * 100))]
                                                    if cell_change else [])
     rng = np.random.default_rng(case_seed)
@@ -218,29 +230,51 @@ def shaken(structure: xray.structure, rms: float, seed: int) -> xray.structure:
 def minor_state(native: xray.structure, ligand: xray.structure, is_water: np.ndarray,
                 change: str, moved_groups: Sequence[np.ndarray], rng: np.random.Generator,
                 shift_range: tuple[float, float] = (0.5, 2.0), b_increase: float = 0.3,
-                b_radius: float = 10.0) -> xray.structure:
+                b_radius: float = 10.0, swing_range: tuple[float, float] = (3.0, 6.0)
+                ) -> xray.structure:
     """The pure minor state: the native plus ``ligand`` without the waters within 2.2 A of it;
-    for 'spread' also each group of atoms in ``moved_groups`` (atom indices) rigidly displaced
-    by 0.5-2 A in a random direction, and B raised by ``b_increase`` within ``b_radius`` A of
-    the ligand.  ``is_water`` flags the native's waters."""
+    for 'spread' also each group of atoms in ``moved_groups`` (atom indices; the loop last)
+    rigidly displaced by 0.5-2 A in a random direction, and B raised by ``b_increase`` within
+    ``b_radius`` A of the ligand; for 'loop' the same, but the loop rotated about the axis
+    through its first and last atoms so that its farthest atom moves by ``swing_range`` A.
+    ``is_water`` flags the native's waters."""
+    check_change(change)
     sites = np.array(native.sites_cart()).reshape(-1, 3)
     distance = distance_to(sites, np.array(ligand.sites_cart()).reshape(-1, 3))
-    keep = ~(is_water & (distance < 2.2))
+    keep = ~(is_water & (distance < WATER_CLASH))
     state = native.deep_copy_scatterers()
-    if change == "spread":
+    if change != "compact":
         moved = sites.copy()
-        for group in moved_groups:
+        for number, group in enumerate(moved_groups):
             direction = rng.normal(size=3)
-            moved[group] += direction / np.linalg.norm(direction) * rng.uniform(*shift_range)
+            shift = rng.uniform(*shift_range)  # drawn for every group: spread's draws kept
+            if change == "loop" and number == len(moved_groups) - 1:
+                moved[group] = swung(sites[group], rng.uniform(*swing_range),
+                                     np.sign(direction[0]) or 1.0)
+            else:
+                moved[group] += direction / np.linalg.norm(direction) * shift
         state.set_sites_cart(flex.vec3_double(moved))
         b = state.extract_u_iso_or_u_equiv().as_numpy_array() * adptbx.u_as_b(1.0)
         state.set_b_iso(values=flex.double(np.where(distance < b_radius,
                                                     b * (1 + b_increase), b)))
-    elif change != "compact":
-        raise ValueError(f"unknown change {change!r}; expected one of {CHANGES}")
     state = state.select(flex.bool(keep))
     state.add_scatterers(ligand.scatterers())
     return state
+
+
+def swung(sites: np.ndarray, displacement: float, sense: float) -> np.ndarray:
+    """``sites`` (Cartesian, A) rotated about the axis through the first and the last of them,
+    by the angle (of sign ``sense``) that moves the site farthest from the axis by
+    ``displacement`` A."""
+    origin, axis = sites[0], sites[-1] - sites[0]
+    axis = axis / np.linalg.norm(axis)
+    relative = sites - origin
+    along = relative @ axis
+    radial = relative - along[:, None] * axis
+    radius = float(np.linalg.norm(radial, axis=1).max())
+    angle = sense * 2.0 * np.arcsin(min(1.0, displacement / (2.0 * radius)))
+    rotated = radial * np.cos(angle) + np.cross(axis, radial) * np.sin(angle)
+    return origin + along[:, None] * axis + rotated
 
 
 def distance_to(sites: np.ndarray, others: np.ndarray) -> np.ndarray:
@@ -296,10 +330,16 @@ def source_from_models(name: str, native_input, ligand_input, ligand_selection: 
     groups = spread_groups(sites, residues, is_side_chain, is_water, ligand_sites)
     minor = {change: minor_state(true_native, ligand, is_water, change, groups,
                                  np.random.default_rng([seed, 17]))
-             for change in CHANGES}
-    moved_sites = flex.vec3_double(sites[np.concatenate(groups)])
+             for change in ALL_CHANGES}
+    moved = np.concatenate(groups)
+    # what changes: the ligand and the moved atoms where they were (within 2 A of where
+    # they went, but for the swung loop, whose new sites count too)
+    kept = np.flatnonzero(~(is_water & (distance_to(sites, ligand_sites) < WATER_CLASH)))
+    went = np.array(minor["loop"].sites_cart()).reshape(-1, 3)[np.searchsorted(kept, moved)]
     signal = {"compact": ligand.sites_cart(),
-              "spread": ligand.sites_cart().concatenate(moved_sites)}
+              "spread": ligand.sites_cart().concatenate(flex.vec3_double(sites[moved])),
+              "loop": ligand.sites_cart().concatenate(
+                  flex.vec3_double(np.concatenate([sites[moved], went])))}
     pdb_text = hierarchy.as_pdb_string(crystal_symmetry=symmetry)
     return TwoStateSource(name, miller_set, true_native, minor, phasing_model, pdb_text,
                           relative_sigmas, signal)

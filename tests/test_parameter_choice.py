@@ -60,7 +60,8 @@ def test_validation_finds_the_oracle_weight_where_negentropy_over_smooths(spread
 
 
 @pytest.mark.parametrize("change,occupancy,noise", [("spread", 0.2, 2.0),
-                                                    ("compact", 0.2, 2.0)])
+                                                    ("compact", 0.2, 2.0),
+                                                    ("loop", 0.4, 1.0)])
 def test_chosen_weight_within_one_scan_step_of_the_oracle(source, phasing_model, change,
                                                           occupancy, noise):
     case = OracleCase(source, phasing_model, change, occupancy, noise)

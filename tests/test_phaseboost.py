@@ -243,6 +243,20 @@ def test_a_change_that_dominates_the_map_gets_a_lighter_final_weight(small_sourc
         map_correlation(initial.map_coefficients, truth) + 0.015
 
 
+def test_phaseboost_recovers_the_phases_of_a_swung_loop(small_source):
+    """The family's 'loop' change (a six-residue loop swung by 3-6 A with the ligand, a kind
+    of change no default was chosen on), q = 0.4: the model phases are wrong where the loop
+    went, and the loop's retrieved phases bring the map closer to the truth than diffmap's."""
+    case, f_model = small_case(small_source, "loop", 0.4, 1.0)
+    boosted = compute_phaseboost(case.derivative, case.native, f_model)
+    plain = compute_diffmap(case.derivative, case.native, f_model)
+    assert boosted.metadata["reproducibility"]["reproducible"]
+    truth = case.true_difference
+    # measured: 0.906 against 0.857
+    assert map_correlation(boosted.map_coefficients, truth) > \
+        map_correlation(plain.map_coefficients, truth) + 0.03
+
+
 def test_across_phase_component_is_the_part_a_phase_change_adds():
     rng = np.random.default_rng(0)
     phases = np.exp(1j * rng.uniform(-np.pi, np.pi, 50))
