@@ -143,6 +143,8 @@ def main(argv=None) -> int:
     parser.add_argument("--occupancies", nargs="+", type=float, default=[0.1, 0.2, 0.4, 1.0])
     parser.add_argument("--noise", nargs="+", type=float, default=[1.0, 2.0])
     parser.add_argument("--n-bootstrap", type=int, default=100)
+    parser.add_argument("--appear-blur-b", type=float, default=None,
+                        help="extrapolate.appear_blur_b (default: the program's)")
     parser.add_argument("--shake-rms", type=float, default=0.3,
                         help="rms shift (A) of the true native from the phasing model")
     parser.add_argument("--estimator", default="combined")
@@ -156,6 +158,8 @@ def main(argv=None) -> int:
         return 1
     params = default_params("extrapolate")
     params.extrapolate.n_bootstrap = args.n_bootstrap
+    if args.appear_blur_b is not None:
+        params.extrapolate.appear_blur_b = args.appear_blur_b
     params.extrapolate.estimator = args.estimator
     params.extrapolate.difference = args.difference
     source = source_8a6g(DATA, d_min=args.d_min, site=args.site, shake_rms=args.shake_rms)

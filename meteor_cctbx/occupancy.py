@@ -20,7 +20,14 @@ asymmetric unit (``noise_extreme``):
   peaks.  Curve: the fraction of the native's density left there, 1 - q_vanish/q.
 * ``appear``: at which q do the positive difference peaks away from the model reach the
   median height of the model's atoms (local maxima of the model map above its rms) in the
-  native map?  q = 2 <dF> / (median rho_nat - solvent).  Curve: q_appear/q.
+  native map?  q = 2 <dF> / (median rho_nat - solvent).  Curve: q_appear/q.  Both maps
+  are read blurred by ``appear_blur_b`` (exp(-B s^2/4), B 20 A^2: 0.5 A rms) at the peaks
+  chosen on the unblurred difference: a height averaged over about an atom's volume depends
+  less on how ordered the new atoms are than on how many there are, and averages in noise
+  that did not select the peak (on the benchmark family the compact changes at q 0.2 and
+  0.4, where appear alone holds, came within +-0.05 on 10 of 20 instead of 8, mean error
+  0.045 instead of 0.054: a mobile site read less low, the rigid chromophore at twice the
+  noise less high).
 * ``combined`` (the default): vanish where it holds, else appear; when both hold, its
   interval is the envelope of theirs (a disagreement between the two criteria widens it).
   vanish first because it reads each atom that leaves against that atom's own native
@@ -53,6 +60,7 @@ from scipy import ndimage  # noqa: E402
 BASE_ESTIMATORS = ("vanish", "appear")
 ESTIMATORS = BASE_ESTIMATORS + ("combined",)
 SOLVENT_QUANTILE = 0.3   # voxels where the model map is below this quantile count as solvent
+APPEAR_BLUR_B = 20.0     # A^2: appear reads maps blurred by this B (module docstring)
 
 
 @dataclass
@@ -103,21 +111,33 @@ class Regions:
                 "appear": int(self.positive_peaks.sum())}
 
 
-def ratio_estimates(maps: MapTriple, regions: Regions, min_peaks: int) -> dict[str, float]:
+def ratio_estimates(maps: MapTriple, regions: Regions, min_peaks: int,
+                    appear_maps: MapTriple | None = None) -> dict[str, float]:
     """q by the vanish and appear criteria on fixed ``regions`` (NaN where fewer than
-    ``min_peaks`` peaks)."""
-    baseline = float(np.median(maps.native[regions.solvent]))
+    ``min_peaks`` peaks); appear reads ``appear_maps`` (the blurred maps) when given."""
+    def solvent_level(triple: MapTriple) -> float:
+        return float(np.median(triple.native[regions.solvent]))
+
     values = {"vanish": np.nan, "appear": np.nan}
     if regions.negative_peaks.sum() >= min_peaks:
-        native_height = float(maps.native[regions.negative_peaks].mean()) - baseline
+        native_height = float(maps.native[regions.negative_peaks].mean()) - solvent_level(maps)
         if native_height > 0:
             values["vanish"] = -2.0 * float(maps.difference[regions.negative_peaks].mean()) \
                 / native_height
-    atom_height = float(np.median(maps.native[regions.model_peaks])) - baseline
+    read = maps if appear_maps is None else appear_maps
+    atom_height = float(np.median(read.native[regions.model_peaks])) - solvent_level(read)
     if regions.positive_peaks.sum() >= min_peaks and atom_height > 0:
-        values["appear"] = 2.0 * float(maps.difference[regions.positive_peaks].mean()) / \
+        values["appear"] = 2.0 * float(read.difference[regions.positive_peaks].mean()) / \
             atom_height
     return values
+
+
+def blur_factors(grid: CellGrid, b_blur: float) -> np.ndarray | None:
+    """exp(-B s^2 / 4) per reflection of ``grid`` (s = 1/d, B in A^2); None for B = 0."""
+    if b_blur <= 0:
+        return None
+    d = grid.miller_set.d_spacings().data().as_numpy_array()
+    return np.exp(-b_blur / (4.0 * d ** 2))
 
 
 def estimator_curve(name: str, estimate: float, occupancies: np.ndarray) -> np.ndarray:
@@ -243,7 +263,8 @@ def estimate_occupancy(native: np.ndarray, model: np.ndarray, difference: np.nda
                        grid: CellGrid, method: str = "combined",
                        occupancy_range: tuple[float, float] = (0.02, 1.0),
                        threshold: float = 3.0, peak_fraction: float = 0.5,
-                       n_bootstrap: int = 100, confidence: float = 0.95,
+                       appear_blur_b: float = APPEAR_BLUR_B, n_bootstrap: int = 100,
+                       confidence: float = 0.95,
                        min_peaks: int | None = None, min_z: float = 4.0, seed: int = 0,
                        n_curve: int = 50, sigma_native: np.ndarray | None = None,
                        sigma_difference: np.ndarray | None = None) -> OccupancyEstimate:
@@ -268,7 +289,17 @@ def estimate_occupancy(native: np.ndarray, model: np.ndarray, difference: np.nda
                                       unit_phases).std())
         noise_cut = noise_rms * noise_extreme(grid)
     regions = Regions.of(full, threshold, peak_fraction, noise_cut)
-    point = ratio_estimates(full, regions, min_peaks)
+    blur = blur_factors(grid, appear_blur_b)
+
+    def blurred(native_coefficients: np.ndarray, difference_coefficients: np.ndarray
+                ) -> MapTriple | None:
+        """The maps appear reads (None: the unblurred ones)."""
+        if blur is None:
+            return None
+        return MapTriple(grid.to_map(native_coefficients * blur), full.model,
+                         grid.to_map(difference_coefficients * blur))
+
+    point = ratio_estimates(full, regions, min_peaks, blurred(native, difference))
     replicates = {name: np.empty(n_bootstrap) for name in BASE_ESTIMATORS}
     for i in range(n_bootstrap):
         weights = rng.poisson(1.0, size=native.size)
@@ -279,7 +310,9 @@ def estimate_occupancy(native: np.ndarray, model: np.ndarray, difference: np.nda
                 unit_phases
         sample = MapTriple(grid.to_map(native_i * weights), full.model,
                            grid.to_map(difference_i * weights))
-        for name, value in ratio_estimates(sample, regions, min_peaks).items():
+        for name, value in ratio_estimates(
+                sample, regions, min_peaks,
+                blurred(native_i * weights, difference_i * weights)).items():
             replicates[name][i] = value
     low, high = occupancy_range
     occupancies = np.linspace(low, high, n_curve)
@@ -290,7 +323,7 @@ def estimate_occupancy(native: np.ndarray, model: np.ndarray, difference: np.nda
                   for name in BASE_ESTIMATORS}
     estimators["combined"] = combined(estimators, checks)
     settings = {"noise_rms": noise_rms, "noise_cut": noise_cut, "threshold_rms": threshold,
-                "peak_fraction": peak_fraction, "n_bootstrap": n_bootstrap,
-                "confidence": confidence, "min_peaks": min_peaks, "min_z": min_z, "seed": seed,
-                "occupancy_range": [low, high]}
+                "peak_fraction": peak_fraction, "appear_blur_b": appear_blur_b,
+                "n_bootstrap": n_bootstrap, "confidence": confidence, "min_peaks": min_peaks,
+                "min_z": min_z, "seed": seed, "occupancy_range": [low, high]}
     return OccupancyEstimate(method, estimators, settings)

@@ -363,6 +363,7 @@ CASES = {
         "extrapolate.threshold": (EXTRAPOLATE, "2", "map"),  # voxels of the gain
         "extrapolate.peak_fraction": (ESTIMATE, "0.3", "record"),
         "extrapolate.peak_sampling": (ESTIMATE, "4", "record"),
+        "extrapolate.appear_blur_b": (ESTIMATE, "0", "record"),
         "extrapolate.n_bootstrap": (ESTIMATE, "20", "record"),
         "extrapolate.confidence": (ESTIMATE, "0.8", "record"),
         "extrapolate.seed": (ESTIMATE, "7", "record"),
