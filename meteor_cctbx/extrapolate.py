@@ -223,8 +223,7 @@ def compute_extrapolation(derivative: miller.array, native: miller.array, phases
             native_coefficients, model, raw, peak_grid, method=settings.estimator,
             occupancy_range=tuple(settings.occupancy_range), threshold=settings.threshold,
             peak_fraction=settings.peak_fraction, appear_blur_b=settings.appear_blur_b,
-            n_bootstrap=settings.n_bootstrap,
-            confidence=settings.confidence,
+            n_bootstrap=settings.n_bootstrap, confidence=settings.confidence,
             seed=settings.seed, sigma_native=None if pair.native.sigmas() is None else
             pair.native.sigmas().as_numpy_array(), sigma_difference=pair.sigma_delta)
         if pair.figures_of_merit is not None:
