@@ -164,10 +164,12 @@ def report_estimates(estimate: OccupancyEstimate, log) -> None:
         else:
             print(f"   {mark}{name:9s} {result.estimate:.3f}  [{result.interval[0]:.3f}, "
                   f"{result.interval[1]:.3f}]  ({result.n_peaks} peaks)", file=log)
+    blur = estimate.settings.get("appear_blur_b") or 0
+    blurred = f" (both maps blurred by B {blur:g} A^2, which lessens this)" if blur else ""
     print("  (vanish reads the atoms that leave against their own native density; appear reads "
           "the new peaks against the model's median atom: a minor state less ordered than that "
-          "atom reads low, a more ordered one high, by an amount the intervals do not include. "
-          "combined takes vanish where it holds.)", file=log)
+          f"atom reads low, a more ordered one high{blurred}, by an amount the intervals do not "
+          "include. combined takes vanish where it holds.)", file=log)
     mean_m = estimate.settings.get("mean_figure_of_merit")
     if mean_m is not None and mean_m < LOW_FIGURE_OF_MERIT:
         print(f"  Warning: the model phases' mean figure of merit is {mean_m:.2f}: a difference "
