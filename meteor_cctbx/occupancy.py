@@ -119,13 +119,15 @@ def ratio_estimates(maps: MapTriple, regions: Regions, min_peaks: int,
         return float(np.median(triple.native[regions.solvent]))
 
     values = {"vanish": np.nan, "appear": np.nan}
+    baseline = solvent_level(maps)
     if regions.negative_peaks.sum() >= min_peaks:
-        native_height = float(maps.native[regions.negative_peaks].mean()) - solvent_level(maps)
+        native_height = float(maps.native[regions.negative_peaks].mean()) - baseline
         if native_height > 0:
             values["vanish"] = -2.0 * float(maps.difference[regions.negative_peaks].mean()) \
                 / native_height
-    read = maps if appear_maps is None else appear_maps
-    atom_height = float(np.median(read.native[regions.model_peaks])) - solvent_level(read)
+    read, read_baseline = ((maps, baseline) if appear_maps is None else
+                           (appear_maps, solvent_level(appear_maps)))
+    atom_height = float(np.median(read.native[regions.model_peaks])) - read_baseline
     if regions.positive_peaks.sum() >= min_peaks and atom_height > 0:
         values["appear"] = 2.0 * float(read.difference[regions.positive_peaks].mean()) / \
             atom_height
@@ -308,11 +310,10 @@ def estimate_occupancy(native: np.ndarray, model: np.ndarray, difference: np.nda
             native_i = native + rng.normal(size=native.size) * sigma_native * unit_phases
             difference_i = difference + rng.normal(size=native.size) * sigma_difference * \
                 unit_phases
-        sample = MapTriple(grid.to_map(native_i * weights), full.model,
-                           grid.to_map(difference_i * weights))
-        for name, value in ratio_estimates(
-                sample, regions, min_peaks,
-                blurred(native_i * weights, difference_i * weights)).items():
+        native_i, difference_i = native_i * weights, difference_i * weights
+        sample = MapTriple(grid.to_map(native_i), full.model, grid.to_map(difference_i))
+        for name, value in ratio_estimates(sample, regions, min_peaks,
+                                           blurred(native_i, difference_i)).items():
             replicates[name][i] = value
     low, high = occupancy_range
     occupancies = np.linspace(low, high, n_curve)
