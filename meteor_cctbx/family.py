@@ -241,7 +241,7 @@ def minor_state(native: xray.structure, ligand: xray.structure, is_water: np.nda
     check_change(change)
     sites = np.array(native.sites_cart()).reshape(-1, 3)
     distance = distance_to(sites, np.array(ligand.sites_cart()).reshape(-1, 3))
-    keep = ~(is_water & (distance < WATER_CLASH))
+    keep = staying_atoms(is_water, distance)
     state = native.deep_copy_scatterers()
     if change != "compact":
         moved = sites.copy()
@@ -260,6 +260,12 @@ def minor_state(native: xray.structure, ligand: xray.structure, is_water: np.nda
     state = state.select(flex.bool(keep))
     state.add_scatterers(ligand.scatterers())
     return state
+
+
+def staying_atoms(is_water: np.ndarray, distance_to_ligand: np.ndarray) -> np.ndarray:
+    """Bool per native atom: kept in a minor state (all but the waters closer than
+    WATER_CLASH to the ligand); ``distance_to_ligand`` in A."""
+    return ~(is_water & (distance_to_ligand < WATER_CLASH))
 
 
 def swung(sites: np.ndarray, displacement: float, sense: float) -> np.ndarray:
@@ -334,7 +340,7 @@ def source_from_models(name: str, native_input, ligand_input, ligand_selection: 
     moved = np.concatenate(groups)
     # what changes: the ligand and the moved atoms where they were (within 2 A of where
     # they went, but for the swung loop, whose new sites count too)
-    kept = np.flatnonzero(~(is_water & (distance_to(sites, ligand_sites) < WATER_CLASH)))
+    kept = np.flatnonzero(staying_atoms(is_water, distance_to(sites, ligand_sites)))
     went = np.array(minor["loop"].sites_cart()).reshape(-1, 3)[np.searchsorted(kept, moved)]
     signal = {"compact": ligand.sites_cart(),
               "spread": ligand.sites_cart().concatenate(flex.vec3_double(sites[moved])),
