@@ -28,7 +28,12 @@ Reproducibility (``reproducibility_check``, on by default): the loop runs again 
 of the data, |F_der| + z and |F_der| - z with z ~ N(0, sigma_delta) (data fission), each for at
 most the loop's iterations; where the components across the model phases of the two retrieved
 differences correlate below ``reproducibility_threshold``, the loop's phase change is noise and
-the final map is the initial one (meteor.diffmap's).
+the final map is the initial one (meteor.diffmap's).  The halves' noises are independent only
+when z's variance is that of the data's own noise: in a resolution shell where sigma_delta
+exceeds the rms of |F_der| - |F_nat| (which noise alone cannot exceed: weak amplitudes, whose
+folded noise is smaller than their sigma, or errors stated too large), z is drawn at that rms
+instead (``fission_sigmas``); sigmas stated too large would otherwise make the halves' noises
+anti-correlated and the check stricter than its threshold says.
 
 Grids: the initial and final maps are on meteor.diffmap's grid (map.sampling, Auto d_min/2),
 so the initial map and its choice are diffmap's; the loop runs on a finer grid
@@ -212,14 +217,41 @@ def across_phase_component(difference: np.ndarray, unit_phases: np.ndarray) -> n
     return 1j * np.imag(difference * np.conj(unit_phases)) * unit_phases
 
 
+FISSION_SHELLS = 20  # resolution shells (equal counts) in which z's sigma is held to the data
+
+
+def fission_sigmas(sigma_delta: np.ndarray, delta_f: np.ndarray, d_spacings: np.ndarray,
+                   n_shells: int = FISSION_SHELLS) -> tuple[np.ndarray, np.ndarray]:
+    """The sigmas of the fission noise z: ``sigma_delta``, times sqrt(<dF^2> / <sigma^2>) in
+    each resolution shell (``n_shells`` of equal counts, fewer when a shell would hold under
+    100 reflections) where the differences ``delta_f`` = |F_der| - |F_nat| spread less than
+    their sigmas say (noise alone cannot spread more than the differences do).  Returns the
+    sigmas and each shell's ratio <dF^2> / <sigma^2> (from low to high resolution)."""
+    order = np.argsort(-d_spacings, kind="stable")
+    shells = np.array_split(order, max(1, min(n_shells, order.size // 100)))
+    sigmas = np.array(sigma_delta, dtype=np.float64)
+    ratios = np.empty(len(shells))
+    for i, shell in enumerate(shells):
+        stated = np.mean(sigmas[shell] ** 2)
+        ratios[i] = np.mean(delta_f[shell] ** 2) / stated if stated > 0 else np.inf
+        if ratios[i] < 1:
+            sigmas[shell] *= np.sqrt(ratios[i])
+    return sigmas, ratios
+
+
 @dataclass
 class Reproducibility:
     """phaseboost.reproducibility_check: the correlation of the phase changes that the loop
-    retrieves from two independent halves of the data, and the threshold it was held to."""
+    retrieves from two independent halves of the data, the threshold it was held to, and the
+    resolution shells in which z's sigma was lowered to the differences' rms
+    (``fission_sigmas``: their count and the smallest ratio <dF^2> / <sigma^2>)."""
 
     correlation: float
     threshold: float
     seconds: float
+    lowered_shells: int = 0
+    n_shells: int = 0
+    smallest_ratio: float = 1.0
 
     @property
     def reproducible(self) -> bool:
@@ -228,7 +260,10 @@ class Reproducibility:
     def as_dict(self) -> dict:
         return {"correlation": self.correlation, "threshold": self.threshold,
                 "reproducible": self.reproducible, "seconds": self.seconds,
-                "final_map": "retrieved" if self.reproducible else "initial"}
+                "final_map": "retrieved" if self.reproducible else "initial",
+                "fission_sigma": {"lowered_shells": self.lowered_shells,
+                                  "n_shells": self.n_shells,
+                                  "smallest_ratio": self.smallest_ratio}}
 
 
 def check_reproducibility(derivative_amplitudes: np.ndarray, native: np.ndarray,
@@ -367,9 +402,18 @@ def reproducibility_of(retrieve, derivative_amplitudes: np.ndarray, native: np.n
     print("  Reproducibility check: the loop on two halves of the data, |F_der| +- z with "
           "z ~ N(0, sigma_delta), each for at most the loop's iterations ...", file=log,
           flush=True)
-    check = check_reproducibility(derivative_amplitudes, native, pair.sigma_delta,
+    sigmas, ratios = fission_sigmas(pair.sigma_delta, pair.delta_f,
+                                    pair.derivative.d_spacings().data().as_numpy_array())
+    lowered = ratios < 1
+    if lowered.any():
+        print(f"    z's sigma lowered to the rms of |F_der| - |F_nat| in {lowered.sum()} of "
+              f"{ratios.size} resolution shells (to x{np.sqrt(ratios.min()):.2f} at least): "
+              "the differences spread less than their sigmas", file=log)
+    check = check_reproducibility(derivative_amplitudes, native, sigmas,
                                   pair.figures_of_merit, retrieve,
                                   boost.reproducibility_threshold, params.validation.seed)
+    check = dataclasses.replace(check, lowered_shells=int(lowered.sum()), n_shells=ratios.size,
+                                smallest_ratio=float(min(ratios.min(), 1.0)))
     verdict = ("reproducible" if check.reproducible else
                "NOT reproducible: the loop's phase change is within the noise")
     print(f"    correlation of the halves' phase changes {check.correlation:.3f} (threshold "

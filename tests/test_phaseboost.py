@@ -8,7 +8,7 @@ import pytest
 from meteor_cctbx.diffmap import compute_diffmap
 from meteor_cctbx.phaseboost import (STOP_CONVERGED, STOP_MAX_ITERATIONS, STOP_NEGENTROPY,
                                      across_phase_component, check_reproducibility,
-                                     compute_phaseboost, mean_phase_change)
+                                     compute_phaseboost, fission_sigmas, mean_phase_change)
 from meteor_cctbx.phil import default_params
 from meteor_cctbx.programs.phaseboost import Program
 from meteor_cctbx.map_metrics import map_correlation
@@ -104,6 +104,9 @@ def test_program_writes_retrieved_derivative_and_iterations(example, in_tmp, cap
     check = record["result"]["reproducibility"]
     assert check["threshold"] == 0.15 and check["reproducible"] == (check["correlation"] >= 0.15)
     assert check["final_map"] == ("retrieved" if check["reproducible"] else "initial")
+    fission = check["fission_sigma"]
+    assert 1 <= fission["n_shells"] <= 20 and 0 <= fission["lowered_shells"] <= \
+        fission["n_shells"] and 0 < fission["smallest_ratio"] <= 1
     assert "Reproducibility check:" in out and "correlation of the halves' phase changes" in out
     assert (in_tmp / "meteor_phaseboost.png").exists()
 
@@ -294,6 +297,55 @@ def test_reproducibility_check_tells_a_phase_change_in_the_data_from_one_made_by
     assert again.correlation == carried.correlation  # seeded
     assert carried.as_dict()["final_map"] == "retrieved"
     assert noise.as_dict()["final_map"] == "initial"
+
+
+def test_fission_sigmas_are_held_to_the_spread_of_the_differences():
+    """In a shell where |F_der| - |F_nat| spreads less than sigma_delta says, z's sigma is
+    lowered to the differences' rms; elsewhere it is the stated sigma, unchanged."""
+    rng = np.random.default_rng(3)
+    d = rng.uniform(1.8, 20, 4000)
+    low = d > np.median(d)  # stated sigma 1 everywhere, too large for the high half (sd 0.5)
+    delta_f = rng.normal(size=d.size) * np.where(low, 1.0, 0.5) + \
+        np.where(low, rng.normal(size=d.size), 0)  # signal of rms 1 in the low half
+    sigmas, ratios = fission_sigmas(np.ones(d.size), delta_f, d, n_shells=10)
+    assert ratios.size == 10  # low resolution first
+    assert np.all(ratios[:5] > 1.5) and np.all(np.abs(ratios[5:] - 0.25) < 0.05)
+    order = np.argsort(-d, kind="stable")
+    for shell, ratio in zip(np.array_split(order, 10), ratios):
+        assert ratio == pytest.approx(np.mean(delta_f[shell] ** 2))
+        if ratio >= 1:
+            assert np.all(sigmas[shell] == 1.0)
+        else:
+            assert np.mean(sigmas[shell] ** 2) == pytest.approx(np.mean(delta_f[shell] ** 2))
+    assert fission_sigmas(np.ones(50), delta_f[:50], d[:50])[1].size == 1  # < 100 per shell
+
+
+def test_sigmas_stated_too_large_do_not_anti_correlate_the_halves():
+    """|F_der| = truth + noise of sd s, sigmas stated as 1.5 s, and a loop whose phase change
+    follows the amplitudes' noise: z drawn at the stated sigmas makes the halves' noises
+    anti-correlated (cov = s^2 - (1.5 s)^2, about -0.38), z held to the differences' spread
+    leaves them independent, as with honest sigmas."""
+    rng = np.random.default_rng(2)
+    native = rng.normal(size=4000) + 1j * rng.normal(size=4000)
+    truth = np.abs(native)
+    phases = np.exp(1j * np.angle(native))
+    s = 0.05
+    measured = truth + rng.normal(size=truth.size) * s
+    d = rng.uniform(2, 20, truth.size)
+
+    def made_by_noise(halved):
+        return halved * phases * np.exp(0.05j * (halved - truth) / s)
+
+    def correlation(sigmas):
+        return check_reproducibility(measured, native, sigmas, None, made_by_noise, 0.15,
+                                     0).correlation
+
+    stated = np.full(truth.size, 1.5 * s)
+    held, ratios = fission_sigmas(stated, measured - truth, d)
+    assert np.all(ratios < 1)
+    assert correlation(stated) < -0.3
+    assert abs(correlation(held)) < 0.08
+    assert abs(correlation(held) - correlation(np.full(truth.size, s))) < 0.05
 
 
 def test_a_phase_change_within_the_noise_leaves_the_initial_map(small_source):
