@@ -42,6 +42,7 @@ import numpy as np
 from cctbx import adptbx, miller, xray
 from cctbx.array_family import flex
 
+from meteor_cctbx.resolution_shells import shell_means
 from meteor_cctbx.synthetic import true_structure_factors
 
 CHANGES = ("compact", "spread")     # the default family
@@ -117,18 +118,7 @@ def relative_sigmas_of(amplitudes: miller.array, n_shells: int = N_SIGMA_SHELLS)
     """sigma(h) / <F>_shell(h) in ``n_shells`` resolution shells of equal count."""
     f = amplitudes.data().as_numpy_array()
     sigma = amplitudes.sigmas().as_numpy_array()
-    return sigma / shell_means(amplitudes, f, n_shells)
-
-
-def shell_means(miller_set: miller.set, values: np.ndarray, n_shells: int = N_SIGMA_SHELLS
-                ) -> np.ndarray:
-    """Per reflection, the mean of ``values`` over its resolution shell (shells of equal count)."""
-    d = miller_set.d_spacings().data().as_numpy_array()
-    rank = np.argsort(np.argsort(-d, kind="stable"), kind="stable")
-    shell = np.minimum(rank * n_shells // max(len(d), 1), n_shells - 1)
-    means = np.bincount(shell, weights=values, minlength=n_shells) / \
-        np.maximum(np.bincount(shell, minlength=n_shells), 1)
-    return means[shell]
+    return sigma / shell_means(amplitudes.d_spacings().data().as_numpy_array(), f, n_shells)
 
 
 def anisotropic_factors(miller_set: miller.set, b_cart: Sequence[float]) -> np.ndarray:
@@ -148,7 +138,8 @@ def measure(f_true: miller.array, relative_sigmas: np.ndarray, noise_scale: floa
     (noise_scale included), so they are honest."""
     amplitudes = np.abs(f_true.data().as_numpy_array()) * scale * \
         anisotropic_factors(f_true, b_cart)
-    sigmas = noise_scale * relative_sigmas * shell_means(f_true, amplitudes)
+    d_spacings = f_true.d_spacings().data().as_numpy_array()
+    sigmas = noise_scale * relative_sigmas * shell_means(d_spacings, amplitudes, N_SIGMA_SHELLS)
     observed = np.abs(amplitudes + rng.normal(size=amplitudes.size) * sigmas)
     return miller.array(f_true, flex.double(observed), flex.double(sigmas)
                         ).set_observation_type_xray_amplitude()

@@ -52,7 +52,7 @@ from cctbx import miller
 from libtbx import Auto
 from libtbx.utils import null_out
 
-from meteor_cctbx import kweight, parameter_choice, tv
+from meteor_cctbx import kweight, parameter_choice, resolution_shells, tv
 from meteor_cctbx.diffmap import (DiffmapResult, Enhancement, complex_array, enhance, free_set,
                                   grid_sampling, result_metadata, scale_and_grid, search_tv,
                                   tv_grid_sampling, tv_settings)
@@ -227,16 +227,13 @@ def fission_sigmas(sigma_delta: np.ndarray, delta_f: np.ndarray, d_spacings: np.
     100 reflections) where the differences ``delta_f`` = |F_der| - |F_nat| spread less than
     their sigmas say (noise alone cannot spread more than the differences do).  Returns the
     sigmas and each shell's ratio <dF^2> / <sigma^2> (from low to high resolution)."""
-    order = np.argsort(-d_spacings, kind="stable")
-    shells = np.array_split(order, max(1, min(n_shells, order.size // 100)))
-    sigmas = np.array(sigma_delta, dtype=np.float64)
-    ratios = np.empty(len(shells))
-    for i, shell in enumerate(shells):
-        stated = np.mean(sigmas[shell] ** 2)
-        ratios[i] = np.mean(delta_f[shell] ** 2) / stated if stated > 0 else np.inf
-        if ratios[i] < 1:
-            sigmas[shell] *= np.sqrt(ratios[i])
-    return sigmas, ratios
+    n_shells = max(1, min(n_shells, d_spacings.size // 100))
+    sigma_delta = np.asarray(sigma_delta, dtype=np.float64)
+    stated = resolution_shells.shell_averages(d_spacings, sigma_delta ** 2, n_shells)
+    spread = resolution_shells.shell_averages(d_spacings, delta_f ** 2, n_shells)
+    ratios = np.divide(spread, stated, out=np.full(n_shells, np.inf), where=stated > 0)
+    factors = np.sqrt(np.minimum(ratios, 1.0))
+    return sigma_delta * factors[resolution_shells.shell_index(d_spacings, n_shells)], ratios
 
 
 @dataclass
@@ -407,7 +404,7 @@ def reproducibility_of(retrieve, derivative_amplitudes: np.ndarray, native: np.n
     lowered = ratios < 1
     if lowered.any():
         print(f"    z's sigma lowered to the rms of |F_der| - |F_nat| in {lowered.sum()} of "
-              f"{ratios.size} resolution shells (to x{np.sqrt(ratios.min()):.2f} at least): "
+              f"{ratios.size} resolution shells (down to x{np.sqrt(ratios.min()):.2f}): "
               "the differences spread less than their sigmas", file=log)
     check = check_reproducibility(derivative_amplitudes, native, sigmas,
                                   pair.figures_of_merit, retrieve,

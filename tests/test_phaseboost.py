@@ -11,6 +11,7 @@ from meteor_cctbx.phaseboost import (STOP_CONVERGED, STOP_MAX_ITERATIONS, STOP_N
                                      compute_phaseboost, fission_sigmas, mean_phase_change)
 from meteor_cctbx.phil import default_params
 from meteor_cctbx.programs.phaseboost import Program
+from meteor_cctbx.resolution_shells import shell_index
 from meteor_cctbx.map_metrics import map_correlation
 from meteor_cctbx.synthetic import true_structure_factors
 
@@ -310,8 +311,10 @@ def test_fission_sigmas_are_held_to_the_spread_of_the_differences():
     sigmas, ratios = fission_sigmas(np.ones(d.size), delta_f, d, n_shells=10)
     assert ratios.size == 10  # low resolution first
     assert np.all(ratios[:5] > 1.5) and np.all(np.abs(ratios[5:] - 0.25) < 0.05)
-    order = np.argsort(-d, kind="stable")
-    for shell, ratio in zip(np.array_split(order, 10), ratios):
+    index = shell_index(d, 10)
+    for i, ratio in enumerate(ratios):
+        shell = index == i
+        assert shell.sum() == 400 and (i == 0 or d[shell].max() <= d[index == i - 1].min())
         assert ratio == pytest.approx(np.mean(delta_f[shell] ** 2))
         if ratio >= 1:
             assert np.all(sigmas[shell] == 1.0)
