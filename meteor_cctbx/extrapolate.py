@@ -24,6 +24,11 @@ sqrt((1 - N)^2 sigma_nat^2 + N^2 sigma_der^2) for fobs, N sqrt(sigma_nat^2 + sig
 fcalc (for a denoised dF an upper bound).  FWT/PHWT = 2 F_extr - F_base = F_base + 2 N dF:
 a difference projected on the model phases shows about half of the change (Read 1986), so the
 extrapolated part is counted twice, as in a 2mFo-DFc map; DELFWT/PHDELWT = F_extr - F_model.
+The occupancy estimators' noise (their noise cut and the bootstrap's redrawn errors of dF)
+takes sigma_delta held to the spread of |F_der| - |F_nat| in each resolution shell
+(``resolution_shells.sigmas_within_spread``): sigmas stated too large would raise the noise
+cut until only the peaks that the noise lifted most remain, an estimate biased high or
+withheld.
 """
 from __future__ import annotations
 
@@ -40,6 +45,7 @@ from libtbx.utils import Sorry, null_out
 from meteor_cctbx.diffmap import DiffmapResult, complex_array, compute_diffmap
 from meteor_cctbx.grid import CellGrid
 from meteor_cctbx.occupancy import OccupancyEstimate, estimate_occupancy
+from meteor_cctbx.resolution_shells import sigmas_within_spread
 from meteor_cctbx.phaseboost import compute_phaseboost
 from meteor_cctbx.phil import choice, default_params
 
@@ -221,13 +227,19 @@ def compute_extrapolation(derivative: miller.array, native: miller.array, phases
     estimate = None
     if settings.occupancy is Auto or settings.occupancy is None:
         step = time.perf_counter()
+        sigma_difference, spread_ratios = (None, None) if pair.sigma_delta is None else \
+            sigmas_within_spread(pair.sigma_delta, pair.delta_f,
+                                 pair.derivative.d_spacings().data().as_numpy_array())
         estimate = estimate_occupancy(
             native_coefficients, model, raw, peak_grid, method=settings.estimator,
             occupancy_range=tuple(settings.occupancy_range), threshold=settings.threshold,
             peak_fraction=settings.peak_fraction, appear_blur_b=settings.appear_blur_b,
             n_bootstrap=settings.n_bootstrap, confidence=settings.confidence,
             seed=settings.seed, sigma_native=None if pair.native.sigmas() is None else
-            pair.native.sigmas().as_numpy_array(), sigma_difference=pair.sigma_delta)
+            pair.native.sigmas().as_numpy_array(), sigma_difference=sigma_difference)
+        if spread_ratios is not None:
+            estimate.settings["sigma_difference_lowered_shells"] = int((spread_ratios < 1).sum())
+            estimate.settings["sigma_difference_shells"] = int(spread_ratios.size)
         if pair.figures_of_merit is not None:
             estimate.settings["mean_figure_of_merit"] = float(pair.figures_of_merit.mean())
         report_estimates(estimate, log)

@@ -32,7 +32,7 @@ the final map is the initial one (meteor.diffmap's).  The halves' noises are ind
 when z's variance is that of the data's own noise: in a resolution shell where sigma_delta
 exceeds the rms of |F_der| - |F_nat| (which noise alone cannot exceed: weak amplitudes, whose
 folded noise is smaller than their sigma, or errors stated too large), z is drawn at that rms
-instead (``fission_sigmas``); sigmas stated too large would otherwise make the halves' noises
+instead (``resolution_shells.sigmas_within_spread``); sigmas stated too large would otherwise make the halves' noises
 anti-correlated and the check stricter than its threshold says.
 
 Grids: the initial and final maps are on meteor.diffmap's grid (map.sampling, Auto d_min/2),
@@ -217,31 +217,13 @@ def across_phase_component(difference: np.ndarray, unit_phases: np.ndarray) -> n
     return 1j * np.imag(difference * np.conj(unit_phases)) * unit_phases
 
 
-FISSION_SHELLS = 20  # resolution shells (equal counts) in which z's sigma is held to the data
-
-
-def fission_sigmas(sigma_delta: np.ndarray, delta_f: np.ndarray, d_spacings: np.ndarray,
-                   n_shells: int = FISSION_SHELLS) -> tuple[np.ndarray, np.ndarray]:
-    """The sigmas of the fission noise z: ``sigma_delta``, times sqrt(<dF^2> / <sigma^2>) in
-    each resolution shell (``n_shells`` of equal counts, fewer when a shell would hold under
-    100 reflections) where the differences ``delta_f`` = |F_der| - |F_nat| spread less than
-    their sigmas say (noise alone cannot spread more than the differences do).  Returns the
-    sigmas and each shell's ratio <dF^2> / <sigma^2> (from low to high resolution)."""
-    n_shells = max(1, min(n_shells, d_spacings.size // 100))
-    sigma_delta = np.asarray(sigma_delta, dtype=np.float64)
-    stated = resolution_shells.shell_averages(d_spacings, sigma_delta ** 2, n_shells)
-    spread = resolution_shells.shell_averages(d_spacings, delta_f ** 2, n_shells)
-    ratios = np.divide(spread, stated, out=np.full(n_shells, np.inf), where=stated > 0)
-    factors = np.sqrt(np.minimum(ratios, 1.0))
-    return sigma_delta * factors[resolution_shells.shell_index(d_spacings, n_shells)], ratios
-
-
 @dataclass
 class Reproducibility:
     """phaseboost.reproducibility_check: the correlation of the phase changes that the loop
     retrieves from two independent halves of the data, the threshold it was held to, and the
     resolution shells in which z's sigma was lowered to the differences' rms
-    (``fission_sigmas``: their count and the smallest ratio <dF^2> / <sigma^2>)."""
+    (``resolution_shells.sigmas_within_spread``: their count and the smallest ratio
+    <dF^2> / <sigma^2>)."""
 
     correlation: float
     threshold: float
@@ -399,8 +381,8 @@ def reproducibility_of(retrieve, derivative_amplitudes: np.ndarray, native: np.n
     print("  Reproducibility check: the loop on two halves of the data, |F_der| +- z with "
           "z ~ N(0, sigma_delta), each for at most the loop's iterations ...", file=log,
           flush=True)
-    sigmas, ratios = fission_sigmas(pair.sigma_delta, pair.delta_f,
-                                    pair.derivative.d_spacings().data().as_numpy_array())
+    sigmas, ratios = resolution_shells.sigmas_within_spread(
+        pair.sigma_delta, pair.delta_f, pair.derivative.d_spacings().data().as_numpy_array())
     lowered = ratios < 1
     if lowered.any():
         print(f"    z's sigma lowered to the rms of |F_der| - |F_nat| in {lowered.sum()} of "

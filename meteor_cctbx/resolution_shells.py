@@ -1,4 +1,5 @@
-"""Resolution shells of equal reflection count, for statistics of reflection data by shell."""
+"""Resolution shells of equal reflection count, for statistics of reflection data by shell, and
+sigmas held to the spread of the data they describe."""
 from __future__ import annotations
 
 import numpy as np
@@ -22,3 +23,24 @@ def shell_averages(d_spacings: np.ndarray, values: np.ndarray, n_shells: int) ->
 def shell_means(d_spacings: np.ndarray, values: np.ndarray, n_shells: int) -> np.ndarray:
     """Per reflection, the mean of ``values`` over its resolution shell."""
     return shell_averages(d_spacings, values, n_shells)[shell_index(d_spacings, n_shells)]
+
+
+SPREAD_SHELLS = 20  # shells of sigmas_within_spread (equal counts, at least 100 reflections each)
+
+
+def sigmas_within_spread(sigmas: np.ndarray, values: np.ndarray, d_spacings: np.ndarray,
+                         n_shells: int = SPREAD_SHELLS) -> tuple[np.ndarray, np.ndarray]:
+    """``sigmas``, times sqrt(<values^2> / <sigmas^2>) in each resolution shell (``n_shells``
+    of equal counts, fewer when a shell would hold under 100 reflections) where ``values``
+    (zero-mean data whose noise ``sigmas`` state, e.g. |F_der| - |F_nat|) spread less than
+    their sigmas say: noise alone cannot spread more than the data do.  Weak amplitudes, whose
+    folded noise |F + e| is smaller than their sigma, and errors stated too large both do
+    that.  Never lower than the noise where a shell holds signal (<values^2> includes it).
+    Returns the sigmas and each shell's ratio <values^2> / <sigmas^2>, low resolution first."""
+    n_shells = max(1, min(n_shells, d_spacings.size // 100))
+    sigmas = np.asarray(sigmas, dtype=np.float64)
+    stated = shell_averages(d_spacings, sigmas ** 2, n_shells)
+    spread = shell_averages(d_spacings, np.asarray(values, dtype=np.float64) ** 2, n_shells)
+    ratios = np.divide(spread, stated, out=np.full(n_shells, np.inf), where=stated > 0)
+    factors = np.sqrt(np.minimum(ratios, 1.0))
+    return sigmas * factors[shell_index(d_spacings, n_shells)], ratios

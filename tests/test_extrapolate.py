@@ -272,6 +272,28 @@ def test_estimators_read_peaks_on_their_own_grid(case):
     assert estimate(extrapolate__peak_sampling=2).estimate != default.estimate
 
 
+def test_sigmas_stated_too_large_do_not_raise_the_noise_cut(case):
+    """The same pair with both data sets' sigmas stated 1.5 times too large: the estimators'
+    noise (cut and redrawn errors) is held to the spread of |F_der| - |F_nat|, so their
+    noise cut rises less than 1.5 times (measured 1.34: shells that hold signal keep their
+    stated sigmas), and the record says in how many shells the sigmas were lowered (13 of
+    20; none with the honest sigmas).  A cut raised with the sigmas withholds weak estimates
+    or keeps only the peaks the noise lifted most."""
+    def run(factor):
+        derivative = case.derivative.customized_copy(sigmas=case.derivative.sigmas() * factor)
+        native = case.native.customized_copy(sigmas=case.native.sigmas() * factor)
+        result = compute_extrapolation(derivative, native, case.f_model,
+                                       settings(n_bootstrap=20))
+        return result.occupancy_estimate
+
+    honest, overstated = run(1.0), run(1.5)
+    assert honest.settings["sigma_difference_lowered_shells"] == 0
+    assert overstated.settings["sigma_difference_lowered_shells"] >= \
+        0.5 * overstated.settings["sigma_difference_shells"]
+    assert honest.settings["noise_cut"] < overstated.settings["noise_cut"] < \
+        1.4 * honest.settings["noise_cut"]
+
+
 def test_noise_only_difference_is_refused_not_estimated(case):
     """Derivative = native with fresh noise: no number comes out, and the message says why and
     what to do."""

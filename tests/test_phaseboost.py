@@ -8,10 +8,10 @@ import pytest
 from meteor_cctbx.diffmap import compute_diffmap
 from meteor_cctbx.phaseboost import (STOP_CONVERGED, STOP_MAX_ITERATIONS, STOP_NEGENTROPY,
                                      across_phase_component, check_reproducibility,
-                                     compute_phaseboost, fission_sigmas, mean_phase_change)
+                                     compute_phaseboost, mean_phase_change)
 from meteor_cctbx.phil import default_params
 from meteor_cctbx.programs.phaseboost import Program
-from meteor_cctbx.resolution_shells import shell_index
+from meteor_cctbx.resolution_shells import sigmas_within_spread
 from meteor_cctbx.map_metrics import map_correlation
 from meteor_cctbx.synthetic import true_structure_factors
 
@@ -300,29 +300,6 @@ def test_reproducibility_check_tells_a_phase_change_in_the_data_from_one_made_by
     assert noise.as_dict()["final_map"] == "initial"
 
 
-def test_fission_sigmas_are_held_to_the_spread_of_the_differences():
-    """In a shell where |F_der| - |F_nat| spreads less than sigma_delta says, z's sigma is
-    lowered to the differences' rms; elsewhere it is the stated sigma, unchanged."""
-    rng = np.random.default_rng(3)
-    d = rng.uniform(1.8, 20, 4000)
-    low = d > np.median(d)  # stated sigma 1 everywhere, too large for the high half (sd 0.5)
-    delta_f = rng.normal(size=d.size) * np.where(low, 1.0, 0.5) + \
-        np.where(low, rng.normal(size=d.size), 0)  # signal of rms 1 in the low half
-    sigmas, ratios = fission_sigmas(np.ones(d.size), delta_f, d, n_shells=10)
-    assert ratios.size == 10  # low resolution first
-    assert np.all(ratios[:5] > 1.5) and np.all(np.abs(ratios[5:] - 0.25) < 0.05)
-    index = shell_index(d, 10)
-    for i, ratio in enumerate(ratios):
-        shell = index == i
-        assert shell.sum() == 400 and (i == 0 or d[shell].max() <= d[index == i - 1].min())
-        assert ratio == pytest.approx(np.mean(delta_f[shell] ** 2))
-        if ratio >= 1:
-            assert np.all(sigmas[shell] == 1.0)
-        else:
-            assert np.mean(sigmas[shell] ** 2) == pytest.approx(np.mean(delta_f[shell] ** 2))
-    assert fission_sigmas(np.ones(50), delta_f[:50], d[:50])[1].size == 1  # < 100 per shell
-
-
 def test_sigmas_stated_too_large_do_not_anti_correlate_the_halves():
     """|F_der| = truth + noise of sd s, sigmas stated as 1.5 s, and a loop whose phase change
     follows the amplitudes' noise: z drawn at the stated sigmas makes the halves' noises
@@ -344,7 +321,7 @@ def test_sigmas_stated_too_large_do_not_anti_correlate_the_halves():
                                      0).correlation
 
     stated = np.full(truth.size, 1.5 * s)
-    held, ratios = fission_sigmas(stated, measured - truth, d)
+    held, ratios = sigmas_within_spread(stated, measured - truth, d)
     assert np.all(ratios < 1)
     assert correlation(stated) < -0.3
     assert abs(correlation(held)) < 0.08
