@@ -230,6 +230,11 @@ def compute_extrapolation(derivative: miller.array, native: miller.array, phases
         sigma_difference, spread_ratios = (None, None) if pair.sigma_delta is None else \
             sigmas_within_spread(pair.sigma_delta, pair.delta_f,
                                  pair.derivative.d_spacings().data().as_numpy_array())
+        if spread_ratios is not None and (spread_ratios < 1).any():
+            print(f"  The estimators' noise: sigma_delta lowered to the rms of |F_der| - "
+                  f"|F_nat| in {(spread_ratios < 1).sum()} of {spread_ratios.size} resolution "
+                  f"shells (down to x{np.sqrt(spread_ratios.min()):.2f}): the differences "
+                  "spread less than their sigmas", file=log)
         estimate = estimate_occupancy(
             native_coefficients, model, raw, peak_grid, method=settings.estimator,
             occupancy_range=tuple(settings.occupancy_range), threshold=settings.threshold,

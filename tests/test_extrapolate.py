@@ -279,14 +279,21 @@ def test_sigmas_stated_too_large_do_not_raise_the_noise_cut(case):
     stated sigmas), and the record says in how many shells the sigmas were lowered (13 of
     20; none with the honest sigmas).  A cut raised with the sigmas withholds weak estimates
     or keeps only the peaks the noise lifted most."""
+    import io
+
+    logs = {}
+
     def run(factor):
         derivative = case.derivative.customized_copy(sigmas=case.derivative.sigmas() * factor)
         native = case.native.customized_copy(sigmas=case.native.sigmas() * factor)
+        logs[factor] = io.StringIO()
         result = compute_extrapolation(derivative, native, case.f_model,
-                                       settings(n_bootstrap=20))
+                                       settings(n_bootstrap=20), log=logs[factor])
         return result.occupancy_estimate
 
     honest, overstated = run(1.0), run(1.5)
+    assert "sigma_delta lowered" in logs[1.5].getvalue()
+    assert "sigma_delta lowered" not in logs[1.0].getvalue()
     assert honest.settings["sigma_difference_lowered_shells"] == 0
     assert overstated.settings["sigma_difference_lowered_shells"] >= \
         0.5 * overstated.settings["sigma_difference_shells"]
