@@ -22,7 +22,7 @@ from cctbx.array_family import flex
 from libtbx import Auto
 from libtbx.utils import Sorry, null_out
 
-from meteor_cctbx import kweight, parameter_choice, tv
+from meteor_cctbx import kweight, parameter_choice, resolution_shells, tv
 from meteor_cctbx.figure_of_merit import sigmaa_figures_of_merit
 from meteor_cctbx.grid import CellGrid
 from meteor_cctbx.maximize import ScanResult, scan_point_logger
@@ -72,6 +72,16 @@ class ScaledPair:
             return None
         return np.hypot(self.derivative.sigmas().as_numpy_array(),
                         self.native.sigmas().as_numpy_array())
+
+    def sigma_delta_within_spread(self) -> tuple[np.ndarray, np.ndarray] | tuple[None, None]:
+        """sigma_delta held to the spread of delta_f by resolution shell
+        (``resolution_shells.sigmas_within_spread``: where |F_der| - |F_nat| spread less than
+        their sigmas say, the noise is their rms) and each shell's ratio <dF^2> / <sigma^2>;
+        (None, None) without sigmas."""
+        if self.sigma_delta is None:
+            return None, None
+        return resolution_shells.sigmas_within_spread(
+            self.sigma_delta, self.delta_f, self.derivative.d_spacings().data().as_numpy_array())
 
 
 def on_native_symmetry(array: miller.array, native: miller.array, what: str,

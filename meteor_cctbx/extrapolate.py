@@ -26,7 +26,7 @@ a difference projected on the model phases shows about half of the change (Read 
 extrapolated part is counted twice, as in a 2mFo-DFc map; DELFWT/PHDELWT = F_extr - F_model.
 The occupancy estimators' noise (their noise cut and the bootstrap's redrawn errors of dF)
 takes sigma_delta held to the spread of |F_der| - |F_nat| in each resolution shell
-(``resolution_shells.sigmas_within_spread``): sigmas stated too large would raise the noise
+(``ScaledPair.sigma_delta_within_spread``): sigmas stated too large would raise the noise
 cut until only the peaks that the noise lifted most remain, an estimate biased high or
 withheld.
 """
@@ -45,9 +45,9 @@ from libtbx.utils import Sorry, null_out
 from meteor_cctbx.diffmap import DiffmapResult, complex_array, compute_diffmap
 from meteor_cctbx.grid import CellGrid
 from meteor_cctbx.occupancy import OccupancyEstimate, estimate_occupancy
-from meteor_cctbx.resolution_shells import sigmas_within_spread
 from meteor_cctbx.phaseboost import compute_phaseboost
 from meteor_cctbx.phil import choice, default_params
+from meteor_cctbx.resolution_shells import lowered_shells_note
 
 
 @dataclass
@@ -227,14 +227,10 @@ def compute_extrapolation(derivative: miller.array, native: miller.array, phases
     estimate = None
     if settings.occupancy is Auto or settings.occupancy is None:
         step = time.perf_counter()
-        sigma_difference, spread_ratios = (None, None) if pair.sigma_delta is None else \
-            sigmas_within_spread(pair.sigma_delta, pair.delta_f,
-                                 pair.derivative.d_spacings().data().as_numpy_array())
-        if spread_ratios is not None and (spread_ratios < 1).any():
-            print(f"  The estimators' noise: sigma_delta lowered to the rms of |F_der| - "
-                  f"|F_nat| in {(spread_ratios < 1).sum()} of {spread_ratios.size} resolution "
-                  f"shells (down to x{np.sqrt(spread_ratios.min()):.2f}): the differences "
-                  "spread less than their sigmas", file=log)
+        sigma_difference, spread_ratios = pair.sigma_delta_within_spread()
+        note = None if spread_ratios is None else lowered_shells_note(spread_ratios)
+        if note:
+            print(f"  The estimators' noise: sigma_delta {note}", file=log)
         estimate = estimate_occupancy(
             native_coefficients, model, raw, peak_grid, method=settings.estimator,
             occupancy_range=tuple(settings.occupancy_range), threshold=settings.threshold,

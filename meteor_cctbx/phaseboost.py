@@ -32,7 +32,7 @@ the final map is the initial one (meteor.diffmap's).  The halves' noises are ind
 when z's variance is that of the data's own noise: in a resolution shell where sigma_delta
 exceeds the rms of |F_der| - |F_nat| (which noise alone cannot exceed: weak amplitudes, whose
 folded noise is smaller than their sigma, or errors stated too large), z is drawn at that rms
-instead (``resolution_shells.sigmas_within_spread``); sigmas stated too large would otherwise make the halves' noises
+instead (``ScaledPair.sigma_delta_within_spread``); a larger z would make the halves' noises
 anti-correlated and the check stricter than its threshold says.
 
 Grids: the initial and final maps are on meteor.diffmap's grid (map.sampling, Auto d_min/2),
@@ -381,18 +381,15 @@ def reproducibility_of(retrieve, derivative_amplitudes: np.ndarray, native: np.n
     print("  Reproducibility check: the loop on two halves of the data, |F_der| +- z with "
           "z ~ N(0, sigma_delta), each for at most the loop's iterations ...", file=log,
           flush=True)
-    sigmas, ratios = resolution_shells.sigmas_within_spread(
-        pair.sigma_delta, pair.delta_f, pair.derivative.d_spacings().data().as_numpy_array())
-    lowered = ratios < 1
-    if lowered.any():
-        print(f"    z's sigma lowered to the rms of |F_der| - |F_nat| in {lowered.sum()} of "
-              f"{ratios.size} resolution shells (down to x{np.sqrt(ratios.min()):.2f}): "
-              "the differences spread less than their sigmas", file=log)
+    sigmas, ratios = pair.sigma_delta_within_spread()
+    note = resolution_shells.lowered_shells_note(ratios)
+    if note:
+        print(f"    z's sigma {note}", file=log)
     check = check_reproducibility(derivative_amplitudes, native, sigmas,
                                   pair.figures_of_merit, retrieve,
                                   boost.reproducibility_threshold, params.validation.seed)
-    check = dataclasses.replace(check, lowered_shells=int(lowered.sum()), n_shells=ratios.size,
-                                smallest_ratio=float(min(ratios.min(), 1.0)))
+    check = dataclasses.replace(check, lowered_shells=int((ratios < 1).sum()),
+                                n_shells=ratios.size, smallest_ratio=float(min(ratios.min(), 1)))
     verdict = ("reproducible" if check.reproducible else
                "NOT reproducible: the loop's phase change is within the noise")
     print(f"    correlation of the halves' phase changes {check.correlation:.3f} (threshold "

@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from meteor_cctbx.resolution_shells import shell_index, shell_means, sigmas_within_spread
+from meteor_cctbx.resolution_shells import (lowered_shells_note, shell_index, shell_means,
+                                            sigmas_within_spread)
 
 
 def test_shells_hold_equal_counts_from_low_to_high_resolution():
@@ -36,3 +37,6 @@ def test_sigmas_are_held_to_the_spread_of_the_data_they_describe():
         else:
             assert np.mean(sigmas[shell] ** 2) == pytest.approx(np.mean(delta_f[shell] ** 2))
     assert sigmas_within_spread(np.ones(50), delta_f[:50], d[:50])[1].size == 1  # < 100 per shell
+    note = lowered_shells_note(ratios)
+    assert note.startswith("lowered to the rms of |F_der| - |F_nat| in 5 of 10 resolution")
+    assert lowered_shells_note(np.array([1.2, 1.0])) is None
