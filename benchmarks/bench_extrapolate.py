@@ -2,7 +2,8 @@
 
     python benchmarks/bench_extrapolate.py [--d-min 2.0] [--changes compact spread [loop]]
         [--occupancies 0.1 0.2 0.4 1.0] [--noise 1 2] [--n-bootstrap 100]
-        [--difference diffmap|phaseboost|raw] [--shake-rms 0.3] [--out-dir DIR]
+        [--difference diffmap|phaseboost|raw] [--shake-rms 0.3] [--sigma-scale 1]
+        [--out-dir DIR]
 
 Run it with a Python that has cctbx and this package.  It writes ``summary.json`` under
 ``--out-dir`` (default ``benchmarks/_work/extrapolate``, git-ignored) and prints one table.
@@ -42,7 +43,7 @@ sys.path.insert(0, str(ROOT))
 from meteor_cctbx.diffmap import complex_array  # noqa: E402
 from meteor_cctbx.extrapolate import OccupancyNotEstimated, compute_extrapolation  # noqa: E402
 from meteor_cctbx.family import (ALL_CHANGES, CHANGES, SITES_8A6G, make_case,  # noqa: E402
-                                 source_8a6g)
+                                 source_8a6g, with_sigmas_scaled)
 from meteor_cctbx.map_metrics import map_correlation, map_correlation_near  # noqa: E402
 from meteor_cctbx.model_phases import model_from_pdb_text, model_structure_factors  # noqa: E402
 from meteor_cctbx.phil import default_params  # noqa: E402
@@ -147,6 +148,9 @@ def main(argv=None) -> int:
                         help="extrapolate.appear_blur_b (default: the program's)")
     parser.add_argument("--shake-rms", type=float, default=0.3,
                         help="rms shift (A) of the true native from the phasing model")
+    parser.add_argument("--sigma-scale", type=float, default=1.0,
+                        help="state both data sets' sigmas this many times the noise drawn "
+                        "(family.with_sigmas_scaled; 1: honest)")
     parser.add_argument("--estimator", default="combined")
     parser.add_argument("--out-dir", type=Path, default=WORK)
     parser.add_argument("--difference", choices=("diffmap", "phaseboost", "raw"),
@@ -168,6 +172,8 @@ def main(argv=None) -> int:
         for occupancy in args.occupancies:
             for noise in args.noise:
                 case = make_case(source, change, occupancy, noise)
+                if args.sigma_scale != 1:
+                    case = with_sigmas_scaled(case, args.sigma_scale)
                 rows.append(run_case(case, params))
                 print(f"  {case.name}: {rows[-1]['seconds']:.1f} s", file=sys.stderr,
                       flush=True)

@@ -3,13 +3,14 @@ truth, a brute-force oracle of the TV weight, meteor-maps and cctbx's Fo-Fo maps
 
     python benchmarks/bench_family.py [--d-min 1.8] [--site chromophore]
         [--changes compact spread [loop]] [--occupancies 0.1 0.2 0.4 1.0] [--noise 1 2]
-        [--cell-change 0 1 2] [--shake-rms 0.3] [--meteor-maps] [--no-cctbx]
+        [--cell-change 0 1 2] [--shake-rms 0.3] [--sigma-scale 1] [--meteor-maps] [--no-cctbx]
         [--no-phaseboost] [--no-diffmap] [--oracle-points 21] [--set KEY=VALUE ...]
 
 Cases come from ``meteor_cctbx.family`` (8a6g: the chromophore-free model as native, the
 chromophore as ligand, compact or spread change (or ``loop``, a loop swung by 3-6 A),
 occupancy q, noise drawn from the real sigmas x1 or x2, true structures shaken by 0.3 A so
-the phasing model is wrong; ``--shake-rms`` makes it more or less wrong).
+the phasing model is wrong; ``--shake-rms`` makes it more or less wrong; ``--sigma-scale``
+states the sigmas that many times the noise drawn, as real data may).
 ``--site phe100_tyr183`` moves the change to a second site of the same crystal (the side
 chains of Phe 100 and Tyr 183 taken out of the native model: 15 atoms at B ~33 A^2 instead of
 the chromophore's ~19), which none of the defaults was tuned on.  ``--cell-change 1 2`` adds
@@ -240,6 +241,9 @@ def main(argv=None) -> int:
                         help="a PHIL parameter of our programs for every run of them (and the "
                              "oracles' TV settings), e.g. tv.max_iterations=100; repeatable; "
                              "a key the program lacks is an error")
+    parser.add_argument("--sigma-scale", type=float, default=1.0,
+                        help="state both data sets' sigmas this many times the noise drawn "
+                             "(family.with_sigmas_scaled; 1: honest)")
     parser.add_argument("--data-dir", type=Path, default=reference_tools.DATA_8A6G)
     parser.add_argument("--out-dir", type=Path, default=OUT_DIR)
     args = parser.parse_args(argv)
@@ -260,6 +264,8 @@ def main(argv=None) -> int:
     summary = {}
     for case in family.family_cases(source, args.changes, args.occupancies, args.noise,
                                     cell_changes=args.cell_change):
+        if args.sigma_scale != 1:
+            case = family.with_sigmas_scaled(case, args.sigma_scale)
         print(f"\n== {case.name}: {case.native.size()} reflections", flush=True)
         out_dir = args.out_dir / case.name
         paths = family.write_case(case, out_dir)

@@ -34,7 +34,7 @@ each data set gets its own overall scale and anisotropic B.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -179,6 +179,17 @@ def make_case(source: TwoStateSource, change: str, occupancy: float, noise_scale
     return FamilyCase(name, change, occupancy, noise_scale, derivative, native,
                       source.phasing_model, source.phasing_model_pdb, f_native, f_minor,
                       difference, source.signal_sites[change])
+
+
+def with_sigmas_scaled(case: FamilyCase, factor: float) -> FamilyCase:
+    """``case`` with both data sets' stated sigmas times ``factor``, the measured amplitudes
+    unchanged: errors stated too large (``factor`` > 1) or too small, as real data often state
+    them (the family's own sigmas are the noise drawn)."""
+    def scaled(array: miller.array) -> miller.array:
+        return array.customized_copy(sigmas=array.sigmas() * factor)
+
+    return replace(case, name=f"{case.name}_sigmas{factor:g}x", derivative=scaled(case.derivative),
+                   native=scaled(case.native))
 
 
 def family_cases(source: TwoStateSource, changes: Sequence[str] = CHANGES,

@@ -41,3 +41,15 @@ def test_loop_swings_the_loop_about_its_ends_and_moves_the_side_chains_as_spread
 def test_unknown_change_is_refused(source):
     with pytest.raises(ValueError, match="unknown change"):
         family.make_case(source, "twist", 0.4, 1.0)
+
+
+def test_sigmas_scaled_states_other_errors_for_the_same_measurements(source):
+    case = family.make_case(source, "compact", 0.4, 1.0)
+    overstated = family.with_sigmas_scaled(case, 1.25)
+    for measured, stated in ((case.derivative, overstated.derivative),
+                             (case.native, overstated.native)):
+        assert np.array_equal(stated.data().as_numpy_array(), measured.data().as_numpy_array())
+        assert np.allclose(stated.sigmas().as_numpy_array(),
+                           1.25 * measured.sigmas().as_numpy_array())
+    assert overstated.name == case.name + "_sigmas1.25x"
+    assert overstated.true_difference is case.true_difference
