@@ -10,7 +10,7 @@ from cctbx.array_family import flex
 from meteor_cctbx.diffmap import complex_array
 from meteor_cctbx.extrapolate import (LOW_FIGURE_OF_MERIT, OccupancyNotEstimated,
                                       compute_extrapolation, difference_gain)
-from meteor_cctbx.family import make_case, source_small, write_case
+from meteor_cctbx.family import make_case, source_small, with_sigmas_scaled, write_case
 from meteor_cctbx.grid import CellGrid
 from meteor_cctbx.map_metrics import map_correlation_near
 from meteor_cctbx.model_phases import load_model, model_structure_factors
@@ -284,10 +284,9 @@ def test_sigmas_stated_too_large_do_not_raise_the_noise_cut(case):
     logs = {}
 
     def run(factor):
-        derivative = case.derivative.customized_copy(sigmas=case.derivative.sigmas() * factor)
-        native = case.native.customized_copy(sigmas=case.native.sigmas() * factor)
+        stated = with_sigmas_scaled(case, factor)
         logs[factor] = io.StringIO()
-        result = compute_extrapolation(derivative, native, case.f_model,
+        result = compute_extrapolation(stated.derivative, stated.native, case.f_model,
                                        settings(n_bootstrap=20), log=logs[factor])
         return result.occupancy_estimate
 
